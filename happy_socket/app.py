@@ -1,0 +1,275 @@
+"""create_app(): assembles plugins, handlers, tables, routes and the Socket.IO server."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import socketio
+import sqlalchemy as sa
+from starlette.applications import Starlette
+
+from . import jsonmod
+from .auth import Tokens, resolve_secret
+from .context import Clock, now_ms
+from .dispatch import Dispatcher
+from .errors import ConfigError
+from .http import Routes
+from .plugins import call_each, make_plugin_manager, plugin_names
+from .registry import Registry
+from .routing import RecipientFilter, Router
+from .settings import Settings
+from .storage import Accounts, Database, Migrations, SchemaStatus, accounts, upgrade
+
+log = logging.getLogger("happy_socket")
+
+
+class Services(dict[str, Any]):
+    """Public service objects of plugins, by name (``register_services``)."""
+
+    current_plugin = "?"
+
+    def add(self, name: str, service: Any) -> None:
+        """Publish ``service`` as ``name``."""
+        if name in self:
+            raise ConfigError(f"Service {name!r} is published twice (plugin {self.current_plugin!r}).")
+        self[name] = service
+
+
+class App:
+    """One happy-socket server: plugins, storage, Socket.IO server and HTTP routes."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        plugins: Iterable[object | tuple[str, object]] = (),
+        load_entry_points: bool = True,
+        clock: Clock = now_ms,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.pm = make_plugin_manager(
+            without=self.settings.without, plugins=plugins, load_entry_points=load_entry_points
+        )
+        self.db = Database(self.settings.db)
+        self.accounts = Accounts(self.db)
+        self.router = Router(self)
+        self.registry = Registry()
+        self.metadata = sa.MetaData()
+        self.tables: dict[str, list[sa.Table]] = {"core": [accounts]}
+        self.migrations = Migrations()
+        self.routes = Routes(self)
+        self.services = Services()
+        self.sio = self._make_sio()
+        self.dispatcher = Dispatcher(self)
+        self._tokens: Tokens | None = None
+        self.started = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._assemble()
+
+    @property
+    def plugin_names(self) -> list[str]:
+        """Enabled plugins."""
+        return plugin_names(self.pm)
+
+    def _make_sio(self) -> socketio.AsyncServer:
+        s = self.settings
+        manager = None
+        if s.redis:
+            manager = socketio.AsyncRedisManager(s.redis, json=jsonmod)
+        return socketio.AsyncServer(
+            async_mode="asgi",
+            client_manager=manager,
+            cors_allowed_origins=s.cors_allowed_origins,
+            cors_credentials=True,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            max_http_buffer_size=s.max_packet_bytes,
+            json=jsonmod,
+            logger=False,
+            engineio_logger=False,
+            transports=["polling", "websocket"],
+        )
+
+    def _assemble(self) -> None:
+        for hook, arg, collector in (
+            ("register_services", "services", self.services),
+            ("register_handlers", "registry", self.registry),
+            ("register_migrations", "migrations", self.migrations),
+            ("register_routes", "routes", self.routes),
+        ):
+            self._collect(hook, arg, collector)
+        before: set[str] = set()
+
+        def remember(_: str) -> None:
+            before.clear()
+            before.update(self.metadata.tables)
+
+        for name, _ in call_each(
+            self.pm, "register_tables", before=remember, metadata=self.metadata, app=self
+        ):
+            new = [t for key, t in self.metadata.tables.items() if key not in before]
+            self.tables.setdefault(name, []).extend(new)
+        self.dispatcher.attach(self.sio)
+
+    def _collect(self, hook: str, arg: str, collector: Any) -> None:
+        def tag(name: str) -> None:
+            collector.current_plugin = name
+
+        for _ in call_each(self.pm, hook, before=tag, app=self, **{arg: collector}):
+            pass
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def tokens(self) -> Tokens:
+        """Token issuer/verifier (the secret is resolved on first use)."""
+        if self._tokens is None:
+            self._tokens = Tokens(resolve_secret(self.settings))
+        return self._tokens
+
+    async def startup(self) -> list[SchemaStatus]:
+        """Connect and migrate the database, check Redis, then run ``startup`` hooks."""
+        if self.started:
+            return []
+        _ = self.tokens
+        try:
+            await self.db.connect()
+        except Exception as exc:
+            raise ConfigError(f"Cannot connect to the database {self.settings.db}: {exc}.") from exc
+        try:
+            report = await upgrade(self.db, self.tables, self.migrations)
+            if self.settings.redis:
+                await self._check_redis()
+            await self.run_hook("startup", app=self, errors="raise")
+        except BaseException:
+            await self.db.disconnect()
+            raise
+        self.started = True
+        return report
+
+    async def _check_redis(self) -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.settings.redis or "")
+        try:
+            await client.ping()
+        except Exception as exc:
+            raise ConfigError(f"Cannot connect to Redis at {self.settings.redis}: {exc}.") from exc
+        finally:
+            await client.aclose()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background until shutdown (then it is cancelled); errors are logged."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def shutdown(self) -> None:
+        """Run ``shutdown`` hooks, cancel background tasks, then close the database."""
+        if not self.started:
+            return
+        self.started = False
+        await self.run_hook("shutdown", app=self)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.db.disconnect()
+
+    @asynccontextmanager
+    async def lifespan(self, _: Any = None) -> AsyncIterator[None]:
+        """ASGI lifespan: startup on enter, shutdown on exit."""
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    def asgi(self, *, lifespan: bool = True) -> socketio.ASGIApp:
+        """The ASGI application: Socket.IO at ``settings.socketio_path`` plus HTTP routes."""
+        http = Starlette(routes=self.routes.routes, lifespan=self.lifespan if lifespan else None)
+        http.state.happy_app = self
+        return socketio.ASGIApp(
+            self.sio, other_asgi_app=http, socketio_path=self.settings.socketio_path.strip("/")
+        )
+
+    async def run_hook(self, hook: str, *, errors: str = "log", **kwargs: Any) -> list[Any]:
+        """Call ``hook`` on every plugin, awaiting awaitables; log (or raise) failures."""
+        results = []
+        for name, result in self._each(hook, errors, **kwargs):
+            try:
+                if inspect.isawaitable(result):
+                    result = await result
+                results.append(result)
+            except Exception:
+                if errors == "raise":
+                    raise
+                log.exception("hook %s of plugin %s failed", hook, name)
+        return results
+
+    def _each(self, hook: str, errors: str, **kwargs: Any) -> Iterable[tuple[str, Any]]:
+        it = call_each(self.pm, hook, **kwargs)
+        while True:
+            try:
+                yield next(it)
+            except StopIteration:
+                return
+            except Exception:
+                if errors == "raise":
+                    raise
+                log.exception("hook %s failed", hook)
+
+    # -- library API (PROTOCOL.md §8) ----------------------------------------
+
+    async def authenticate(self, token: str, auth: dict[str, Any]) -> str | None:
+        """The user id for ``token`` from the first ``authenticate`` hook that knows it."""
+        for _, result in call_each(self.pm, "authenticate", app=self, token=token, auth=auth):
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                return str(result)
+        return None
+
+    async def issue_token(self, user_id: str) -> str:
+        """Create the account ``user_id`` if needed and return a token for it."""
+        await self.accounts.ensure(user_id)
+        return self.tokens.issue(user_id)
+
+    async def emit_update(
+        self, user_id: str, body: dict[str, Any], to: RecipientFilter, *, skip_sid: str | None = None
+    ) -> dict[str, Any]:
+        """Emit an ``update`` to a user's sockets (allocates the user's next seq)."""
+        return await self.router.emit_update(user_id, body, to, skip_sid=skip_sid)
+
+    async def emit_ephemeral(
+        self, user_id: str, payload: dict[str, Any], to: RecipientFilter
+    ) -> None:
+        """Emit an ``ephemeral`` to a user's sockets."""
+        await self.router.emit_ephemeral(user_id, payload, to)
+
+    def service(self, name: str) -> Any:
+        """A plugin's public service object, or None."""
+        return self.services.get(name)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    plugins: Iterable[object | tuple[str, object]] = (),
+    load_entry_points: bool = True,
+    clock: Clock = now_ms,
+) -> App:
+    """Assemble an App from installed plugins (minus ``settings.without``) and ``plugins``."""
+    return App(settings, plugins=plugins, load_entry_points=load_entry_points, clock=clock)

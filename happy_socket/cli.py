@@ -1,0 +1,288 @@
+"""The ``happy-socket`` command: serve, plugins, events, token, db — plus plugins' commands."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import logs
+from .app import App, create_app
+from .errors import ConfigError
+from .plugins import describe, make_plugin_manager
+from .settings import DEFAULT_DB_URL, LOG_LEVELS, Settings
+
+log = logging.getLogger("happy_socket")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _env(name: str) -> str:
+    return "HAPPY_SOCKET_" + name.upper()
+
+
+def app_options(fn: F) -> F:
+    """Add --db, --redis, --secret and --without to a command; it receives ``settings``.
+
+    Plugins' commands use this with :func:`run_with_app` to reach the database.
+    """
+    options = [
+        click.option("--db", envvar=_env("db"), default=DEFAULT_DB_URL, show_default=True,
+                     help="Database URL: sqlite:///FILE.db or postgresql://USER@HOST:PORT/DB."),
+        click.option("--redis", envvar=_env("redis"), default=None,
+                     help="Redis URL for several processes, e.g. redis://127.0.0.1:6379/0."),
+        click.option("--secret", envvar=_env("secret"), default=None,
+                     help="Token signing secret (default: generated once, kept beside the SQLite file)."),
+        click.option("--without", "without", envvar=_env("without"), multiple=True,
+                     metavar="NAME", help="Leave out an installed plugin (repeatable)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+
+    def to_settings(**kwargs: Any) -> Any:
+        keys = ("db", "redis", "secret", "without")
+        values = {k: kwargs.pop(k) for k in keys}
+        values["without"] = tuple(p for w in values["without"] for p in w.replace(",", " ").split())
+        try:
+            kwargs["settings"] = Settings(**values)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        return fn(**kwargs)
+
+    to_settings.__name__ = fn.__name__
+    to_settings.__doc__ = fn.__doc__
+    to_settings.__click_params__ = getattr(fn, "__click_params__", [])  # type: ignore[attr-defined]
+    return to_settings  # type: ignore[return-value]
+
+
+def run_with_app(settings: Settings, work: Callable[[App], Awaitable[T]]) -> T:
+    """Start an App (database connected and migrated), run ``work(app)``, shut it down."""
+
+    async def main() -> T:
+        app = create_app(settings)
+        await app.startup()
+        try:
+            return await work(app)
+        finally:
+            await app.shutdown()
+
+    try:
+        return asyncio.run(main())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def echo_json(data: Any) -> None:
+    """Print ``data`` as indented JSON."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+class PluginCommands(click.Group):
+    """The command group; plugins' commands are added on first use."""
+
+    _loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        without = tuple(os.environ.get(_env("without"), "").replace(",", " ").split())
+        try:
+            pm = make_plugin_manager(without=without)
+        except ConfigError:
+            return  # `serve` reports the problem in one sentence
+        pm.hook.register_commands(cli=self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=PluginCommands)
+@click.version_option(package_name="happy-socket")
+def cli() -> None:
+    """happy-socket: a pluggable server for the happy realtime protocol over Socket.IO."""
+
+
+@cli.command()
+@click.option("--host", envvar=_env("host"), default="127.0.0.1", show_default=True,
+              help="Interface to listen on.")
+@click.option("--port", envvar=_env("port"), default=3005, show_default=True, type=int,
+              help="TCP port (0 picks a free one).")
+@app_options
+@click.option("--log-level", envvar=_env("log_level"), default="info", show_default=True,
+              type=click.Choice(LOG_LEVELS, case_sensitive=False), help="Logging level.")
+@click.option("--log-format", envvar=_env("log_format"), default="text", show_default=True,
+              type=click.Choice(["text", "json"]), help="Plain lines or one JSON object per line.")
+@click.option("--per-message-deflate/--no-per-message-deflate",
+              envvar=_env("per_message_deflate"), default=False, show_default=True,
+              help="Compress websocket frames (costs CPU and memory).")
+def serve(
+    host: str, port: int, settings: Settings, log_level: str, log_format: str,
+    per_message_deflate: bool,
+) -> None:
+    """Serve Socket.IO at /v1/updates and the HTTP routes of the enabled plugins."""
+    settings = settings.evolve(
+        host=host, port=port, log_level=log_level.lower(), log_format=log_format,
+        per_message_deflate=per_message_deflate,
+    )
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:  # pragma: no cover - uvicorn handles SIGINT itself
+        pass
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"Port {port} on {host} is already in use.") from None
+        raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    app = create_app(settings)
+    sock = _bind(settings.host, settings.port)
+    try:
+        await app.startup()
+        host, port = sock.getsockname()[:2]
+        config = uvicorn.Config(
+            app.asgi(lifespan=False),
+            lifespan="off",
+            log_level=settings.log_level,
+            access_log=False,
+            ws_per_message_deflate=settings.per_message_deflate,
+            ws_max_size=settings.max_packet_bytes,
+            timeout_graceful_shutdown=3,
+            log_config=None,
+        )
+        server = uvicorn.Server(config)
+        log.info(
+            "happy-socket serving on http://%s:%s (socket.io path %s) database=%s redis=%s plugins=%s",
+            host, port, settings.socketio_path, _redact(settings.db), settings.redis or "off",
+            ",".join(app.plugin_names),
+        )
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            await app.shutdown()
+            log.info("happy-socket stopped")
+    finally:
+        sock.close()
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{creds}{at}{host}"
+
+
+@cli.command()
+@click.option("--without", "without", envvar=_env("without"), multiple=True, metavar="NAME",
+              help="Show NAME as disabled.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(without: tuple[str, ...], as_json: bool) -> None:
+    """List installed plugins: name, version, events, routes, enabled or not."""
+    blocked = tuple(p for w in without for p in w.replace(",", " ").split())
+    app = _assemble(Settings(db="sqlite:///:memory:", without=blocked))
+    rows = []
+    for info in describe(app.pm, blocked):
+        rows.append({
+            "name": info.name,
+            "version": info.version,
+            "enabled": info.enabled,
+            "events": [h.event for h in app.registry if h.plugin == info.name],
+            "routes": [f"{' '.join(r.methods)} {r.path}" for r in app.routes.infos
+                       if r.plugin == info.name],
+        })
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        state = "enabled" if row["enabled"] else "disabled"
+        click.echo(f"{row['name']} {row['version'] or '-'} ({state})")
+        click.echo(f"  events: {', '.join(row['events']) or '-'}")
+        click.echo(f"  routes: {', '.join(row['routes']) or '-'}")
+
+
+@cli.command()
+@click.option("--without", "without", envvar=_env("without"), multiple=True, metavar="NAME",
+              help="Leave out an installed plugin.")
+def events(without: tuple[str, ...]) -> None:
+    """List socket events: name, plugin, ack envelope, ordered."""
+    blocked = tuple(p for w in without for p in w.replace(",", " ").split())
+    app = _assemble(Settings(db="sqlite:///:memory:", without=blocked))
+    for h in app.registry:
+        ordered = " ordered" if h.ordered else ""
+        click.echo(f"{h.event}\t{h.plugin}\t{h.envelope.value}{ordered}")
+
+
+def _assemble(settings: Settings) -> App:
+    try:
+        return create_app(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.argument("user_id")
+@app_options
+def token(user_id: str, settings: Settings) -> None:
+    """Print a bearer token for USER_ID (creating the account)."""
+
+    async def work(app: App) -> str:
+        return await app.issue_token(user_id)
+
+    click.echo(run_with_app(settings, work))
+
+
+@cli.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command()
+@app_options
+def upgrade(settings: Settings) -> None:
+    """Create or migrate every enabled plugin's tables; print the versions."""
+
+    async def work(app: App) -> list[dict[str, Any]]:
+        from .storage import upgrade as run_upgrade
+
+        report = await run_upgrade(app.db, app.tables, app.migrations)
+        return [{"component": r.component, "version": r.after} for r in report]
+
+    echo_json(run_with_app(settings, work))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="happy-socket")

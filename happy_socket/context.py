@@ -1,0 +1,131 @@
+"""Who is on a socket (Connection) and what a handler receives (Context)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from .app import App
+    from .routing import RecipientFilter, Router
+    from .settings import Settings
+    from .storage import Database
+
+
+def now_ms() -> int:
+    """Unix time in milliseconds: the protocol's clock."""
+    return int(time.time() * 1000)
+
+
+Clock = Callable[[], int]
+
+
+class ClientType(str, enum.Enum):
+    """The ``auth.clientType`` of a socket (PROTOCOL.md §1); unknown values are USER."""
+
+    USER = "user-scoped"
+    SESSION = "session-scoped"
+    MACHINE = "machine-scoped"
+
+    @classmethod
+    def parse(cls, value: Any) -> ClientType:
+        """``value`` as a ClientType, defaulting to USER."""
+        for member in cls:
+            if value == member.value:
+                return member
+        return cls.USER
+
+
+@attrs.frozen(kw_only=True)
+class Connection:
+    """An authenticated socket: fixed for its whole life."""
+
+    sid: str
+    user_id: str
+    client_type: ClientType = ClientType.USER
+    session_id: str | None = None
+    machine_id: str | None = None
+    happy_client: str | None = None
+    app_state: str | None = None
+    auth: dict[str, Any] = attrs.field(factory=dict, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Context:
+    """What a handler receives: the connection it serves and the app's services.
+
+    Handlers never touch python-socketio: they emit through :meth:`emit_update`,
+    :meth:`emit_ephemeral` and :meth:`reply`, which are bound to this user.
+    """
+
+    app: App
+    connection: Connection
+    plugin: str = "?"
+    event: str = "?"
+
+    @property
+    def user_id(self) -> str:
+        """The authenticated user."""
+        return self.connection.user_id
+
+    @property
+    def sid(self) -> str:
+        """The socket id of the sender."""
+        return self.connection.sid
+
+    @property
+    def db(self) -> Database:
+        """The shared database."""
+        return self.app.db
+
+    @property
+    def router(self) -> Router:
+        """The router that addresses emits to rooms."""
+        return self.app.router
+
+    @property
+    def settings(self) -> Settings:
+        """The server settings."""
+        return self.app.settings
+
+    @property
+    def clock(self) -> Clock:
+        """Milliseconds now (injectable through the app for tests)."""
+        return self.app.clock
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that tags lines with event, user and sid."""
+        return logging.LoggerAdapter(
+            logging.getLogger(f"happy_socket.{self.plugin}"),
+            {"event": self.event, "user": self.user_id, "sid": self.sid},
+        )
+
+    def service(self, name: str) -> Any:
+        """Another plugin's public service object (see ``register_services``)."""
+        return self.app.services.get(name)
+
+    async def emit_update(
+        self, body: dict[str, Any], to: RecipientFilter, *, skip_sender: bool = False
+    ) -> dict[str, Any]:
+        """Allocate this user's next seq and emit ``update`` with ``body`` to ``to``."""
+        return await self.router.emit_update(
+            self.user_id, body, to, skip_sid=self.sid if skip_sender else None
+        )
+
+    async def emit_ephemeral(
+        self, payload: dict[str, Any], to: RecipientFilter, *, skip_sender: bool = False
+    ) -> None:
+        """Emit ``ephemeral`` with ``payload`` to ``to`` (no seq, nothing stored)."""
+        await self.router.emit_ephemeral(
+            self.user_id, payload, to, skip_sid=self.sid if skip_sender else None
+        )
+
+    async def reply(self, event: str, data: Any) -> None:
+        """Emit ``event`` to the sending socket only."""
+        await self.router.emit_to_sid(self.sid, event, data)

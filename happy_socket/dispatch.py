@@ -1,0 +1,178 @@
+"""From socket.io to handlers: handshake, rooms, ordering, and acks that are always answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import socketio
+
+from .context import ClientType, Connection, Context
+from .errors import HandlerError, InternalError, Unauthorized
+from .registry import Handler
+from .routing import rooms_of
+
+if TYPE_CHECKING:
+    from .app import App
+
+log = logging.getLogger("happy_socket.dispatch")
+
+MISSING_TOKEN = "Missing authentication token"
+MISSING_SESSION = "Session ID required for session-scoped clients"
+MISSING_MACHINE = "Machine ID required for machine-scoped clients"
+INVALID_TOKEN = "Invalid authentication token"
+
+DEFAULT_MAX_PENDING = 1000
+
+
+class TooManyPending(HandlerError):
+    """The socket has too many ordered events waiting."""
+
+    default_message = "Too many pending events"
+
+
+class _Lane:
+    """The ordered events of one socket: a chain of futures."""
+
+    __slots__ = ("pending", "tail")
+
+    def __init__(self) -> None:
+        self.tail: asyncio.Future[None] | None = None
+        self.pending = 0
+
+
+def _text(value: Any, limit: int = 512) -> str | None:
+    return value if isinstance(value, str) and value and len(value) <= limit else None
+
+
+class Dispatcher:
+    """Owns the live connections of this process and runs handlers for their events."""
+
+    def __init__(self, app: App, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        self._app = app
+        self.connections: dict[str, Connection] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self.max_pending = max_pending
+
+    def attach(self, sio: socketio.AsyncServer) -> None:
+        """Register connect/disconnect and every handler of the registry on ``sio``."""
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        for handler in self._app.registry:
+            sio.on(handler.event, self._bind(handler))
+
+    # -- handshake -----------------------------------------------------------
+
+    async def authenticate(self, sid: str, auth: Any) -> Connection:
+        """Turn a handshake ``auth`` into a Connection or refuse with the exact message."""
+        auth = auth if isinstance(auth, dict) else {}
+        token = auth.get("token")
+        if not isinstance(token, str) or not token:
+            raise socketio.exceptions.ConnectionRefusedError(MISSING_TOKEN)
+        client_type = ClientType.parse(auth.get("clientType"))
+        session_id = _text(auth.get("sessionId"))
+        machine_id = _text(auth.get("machineId"))
+        if client_type is ClientType.SESSION and session_id is None:
+            raise socketio.exceptions.ConnectionRefusedError(MISSING_SESSION)
+        if client_type is ClientType.MACHINE and machine_id is None:
+            raise socketio.exceptions.ConnectionRefusedError(MISSING_MACHINE)
+        try:
+            user_id = await self._app.authenticate(token, auth)
+        except Exception:
+            log.exception("authenticate hook failed for sid %s", sid)
+            user_id = None
+        if user_id is None:
+            raise socketio.exceptions.ConnectionRefusedError(INVALID_TOKEN)
+        return Connection(
+            sid=sid,
+            user_id=user_id,
+            client_type=client_type,
+            session_id=session_id if client_type is ClientType.SESSION else None,
+            machine_id=machine_id if client_type is ClientType.MACHINE else None,
+            happy_client=_text(auth.get("happyClient")),
+            app_state=_text(auth.get("appState"), 64),
+            auth=auth,
+        )
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """python-socketio's connect handler: events of the socket wait until it returns."""
+        conn = await self.authenticate(sid, auth)
+        try:
+            for room in rooms_of(conn):
+                await self._app.sio.enter_room(sid, room)
+            self.connections[sid] = conn
+            log.info(
+                "connect user=%s sid=%s type=%s client=%s",
+                conn.user_id, sid, conn.client_type.value, conn.happy_client,
+            )
+            await self._app.run_hook("on_connect", ctx=self.context(conn, "core", "connect"))
+        except Exception:  # never leave the client hanging without connect or connect_error
+            log.exception("accepting sid %s failed", sid)
+            self.connections.pop(sid, None)
+            raise socketio.exceptions.ConnectionRefusedError("Internal error") from None
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """python-socketio's disconnect handler."""
+        conn = self.connections.pop(sid, None)
+        self._lanes.pop(sid, None)
+        if conn is None:
+            return
+        log.info("disconnect user=%s sid=%s reason=%s", conn.user_id, sid, reason)
+        ctx = self.context(conn, "core", "disconnect")
+        await self._app.run_hook("on_disconnect", ctx=ctx, reason=str(reason))
+
+    def context(self, conn: Connection, plugin: str, event: str) -> Context:
+        """The Context a handler or hook receives for ``conn``."""
+        return Context(app=self._app, connection=conn, plugin=plugin, event=event)
+
+    # -- events --------------------------------------------------------------
+
+    def _bind(self, handler: Handler) -> Any:
+        if handler.ordered:
+
+            async def on_ordered_event(sid: str, *args: Any) -> Any:
+                return await self.run_ordered(sid, handler, args[0] if args else None)
+
+            return on_ordered_event
+
+        async def on_event(sid: str, *args: Any) -> Any:
+            return await self.run(sid, handler, args[0] if args else None)
+
+        return on_event
+
+    async def run_ordered(self, sid: str, handler: Handler, data: Any) -> Any:
+        """Run after every earlier ordered event of ``sid`` finished (arrival order)."""
+        lane = self._lanes.get(sid)
+        if lane is None:
+            lane = self._lanes[sid] = _Lane()
+        if lane.pending >= self.max_pending:
+            return TooManyPending().render(handler.envelope)
+        previous, mine = lane.tail, asyncio.get_running_loop().create_future()
+        lane.tail = mine
+        lane.pending += 1
+        try:
+            if previous is not None:
+                await previous
+            return await self.run(sid, handler, data)
+        finally:
+            mine.set_result(None)
+            lane.pending -= 1
+            if lane.tail is mine:
+                lane.tail = None
+
+    async def run(self, sid: str, handler: Handler, data: Any) -> Any:
+        """Call the handler and turn its outcome into the ack (never raises)."""
+        conn = self.connections.get(sid)
+        if conn is None:
+            return Unauthorized().render(handler.envelope)
+        try:
+            return await handler.fn(self.context(conn, handler.plugin, handler.event), data)
+        except HandlerError as exc:
+            return exc.render(handler.envelope)
+        except Exception:
+            log.exception(
+                "event %r failed: plugin=%s user=%s sid=%s",
+                handler.event, handler.plugin, conn.user_id, sid,
+            )
+            return InternalError().render(handler.envelope)

@@ -1,0 +1,142 @@
+"""The plugin manager of one App: entry points, blocking (``--without``), requirements."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterable, Iterator
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .auth import DefaultAuth
+from .errors import ConfigError
+
+ENTRY_POINT_GROUP = "happy_socket"
+CORE_PLUGINS = ("core-auth",)
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``happy-socket plugins`` shows for one plugin."""
+
+    name: str
+    version: str | None
+    enabled: bool
+    module: str
+
+
+def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """Installed plugins by name (the ``happy_socket`` entry-point group)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def requirements_of(plugin: object) -> tuple[str, ...]:
+    """The plugins ``plugin`` needs: its module-level ``REQUIRES`` tuple."""
+    requires = getattr(plugin, "REQUIRES", ())
+    return (requires,) if isinstance(requires, str) else tuple(requires)
+
+
+def make_plugin_manager(
+    *,
+    without: Iterable[str] = (),
+    plugins: Iterable[object | tuple[str, object]] = (),
+    load_entry_points: bool = True,
+) -> pluggy.PluginManager:
+    """A fresh plugin manager: core plugins, installed entry points minus ``without``, extras.
+
+    ``plugins`` adds modules or objects (or ``(name, obj)`` pairs) directly, which is how
+    tests and embedding hosts add plugins that are not installed as distributions.
+    """
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    pm.register(DefaultAuth(), name="core-auth")
+    blocked = set(without)
+    installed = entry_points() if load_entry_points else {}
+    extra = [_named(p) for p in plugins]
+    known = set(installed) | {name for name, _ in extra}
+    unknown = sorted(blocked - known)
+    if unknown:
+        raise ConfigError(
+            f"Unknown plugin {unknown[0]!r} in --without: installed plugins are "
+            f"{', '.join(sorted(known)) or 'none'}."
+        )
+    for name in blocked:
+        pm.set_blocked(name)
+    for name, ep in sorted(installed.items()):
+        if name in blocked:
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:
+            raise ConfigError(f"Plugin {name!r} failed to import: {exc}.") from exc
+        pm.register(module, name=name)
+    for name, obj in extra:
+        if name not in blocked:
+            pm.register(obj, name=name)
+    check_requirements(pm)
+    return pm
+
+
+def _named(plugin: object | tuple[str, object]) -> tuple[str, object]:
+    if isinstance(plugin, tuple):
+        name, obj = plugin
+        return str(name), obj
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__.removeprefix("happy_socket_"), plugin
+    return getattr(plugin, "name", None) or type(plugin).__name__, plugin
+
+
+def check_requirements(pm: pluggy.PluginManager) -> None:
+    """Raise ConfigError naming the first plugin whose required plugin is not enabled."""
+    enabled = {name for name, _ in pm.list_name_plugin()}
+    for name, plugin in sorted(pm.list_name_plugin()):
+        for needed in requirements_of(plugin):
+            if needed not in enabled:
+                raise ConfigError(
+                    f"Plugin {name!r} needs plugin {needed!r}, which is not enabled."
+                )
+
+
+def plugin_names(pm: pluggy.PluginManager) -> list[str]:
+    """Enabled plugin names, core plugins excluded."""
+    return sorted(name for name, _ in pm.list_name_plugin() if name not in CORE_PLUGINS)
+
+
+def call_each(
+    pm: pluggy.PluginManager,
+    hook: str,
+    before: Callable[[str], None] | None = None,
+    **kwargs: Any,
+) -> Iterator[tuple[str, Any]]:
+    """Call ``hook`` on each plugin in pluggy's order, yielding ``(plugin name, result)``.
+
+    ``before(name)`` runs before each call, so collectors know which plugin registers.
+    """
+    caller = getattr(pm.hook, hook)
+    for impl in reversed(caller.get_hookimpls()):
+        name = pm.get_name(impl.plugin) or "?"
+        if before is not None:
+            before(name)
+        yield name, impl.function(*[kwargs[arg] for arg in impl.argnames])
+
+
+def describe(pm: pluggy.PluginManager, without: Iterable[str] = ()) -> list[PluginInfo]:
+    """Every installed or registered plugin, enabled or not."""
+    infos: dict[str, PluginInfo] = {}
+    for name, ep in entry_points().items():
+        infos[name] = PluginInfo(name, _version(ep), name not in set(without), ep.value)
+    for name, plugin in pm.list_name_plugin():
+        if name in CORE_PLUGINS:
+            continue
+        if name not in infos:
+            module = getattr(plugin, "__name__", type(plugin).__module__)
+            infos[name] = PluginInfo(name, None, True, str(module))
+    return sorted(infos.values(), key=lambda i: i.name)
+
+
+def _version(ep: importlib.metadata.EntryPoint) -> str | None:
+    dist = ep.dist
+    return None if dist is None else dist.version

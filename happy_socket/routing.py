@@ -1,0 +1,158 @@
+"""Rooms and recipient filters (PROTOCOL.md §2), and the Router that emits through them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from .context import ClientType, Connection, now_ms
+from .ids import random_id
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+def user_room(user_id: str) -> str:
+    """Every socket of the user."""
+    return f"user:{user_id}"
+
+
+def user_scoped_room(user_id: str) -> str:
+    """The user's user-scoped sockets (apps)."""
+    return f"user:{user_id}:user-scoped"
+
+
+def session_room(user_id: str, session_id: str) -> str:
+    """The user's session-scoped sockets of one session."""
+    return f"user:{user_id}:session:{session_id}"
+
+
+def machine_room(user_id: str, machine_id: str) -> str:
+    """The user's machine-scoped sockets of one machine."""
+    return f"user:{user_id}:machine:{machine_id}"
+
+
+def rooms_of(conn: Connection) -> list[str]:
+    """The rooms an accepted socket joins."""
+    rooms = [user_room(conn.user_id)]
+    if conn.client_type is ClientType.SESSION and conn.session_id is not None:
+        rooms.append(session_room(conn.user_id, conn.session_id))
+    elif conn.client_type is ClientType.MACHINE and conn.machine_id is not None:
+        rooms.append(machine_room(conn.user_id, conn.machine_id))
+    else:
+        rooms.append(user_scoped_room(conn.user_id))
+    return rooms
+
+
+class RecipientFilter(Protocol):
+    """Which of one user's sockets receive an emit; ``rooms`` is never empty."""
+
+    name: str
+
+    def rooms(self, user_id: str) -> list[str]:
+        """The rooms of ``user_id`` this filter addresses."""
+        ...
+
+
+@attrs.frozen
+class AllUserConnections:
+    """``all-user-authenticated-connections``: every socket of the user."""
+
+    name = "all-user-authenticated-connections"
+
+    def rooms(self, user_id: str) -> list[str]:
+        return [user_room(user_id)]
+
+
+@attrs.frozen
+class UserScopedOnly:
+    """``user-scoped-only``: the user's apps."""
+
+    name = "user-scoped-only"
+
+    def rooms(self, user_id: str) -> list[str]:
+        return [user_scoped_room(user_id)]
+
+
+@attrs.frozen
+class InterestedInSession:
+    """``all-interested-in-session(S)``: session S's sockets and the apps."""
+
+    session_id: str
+    name = "all-interested-in-session"
+
+    def rooms(self, user_id: str) -> list[str]:
+        return [session_room(user_id, self.session_id), user_scoped_room(user_id)]
+
+
+@attrs.frozen
+class MachineScopedOnly:
+    """``machine-scoped-only(M)``: machine M's daemon sockets and the apps."""
+
+    machine_id: str
+    name = "machine-scoped-only"
+
+    def rooms(self, user_id: str) -> list[str]:
+        return [machine_room(user_id, self.machine_id), user_scoped_room(user_id)]
+
+
+class Router:
+    """Addresses emits to one user's rooms; it can never reach another user's sockets."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    @property
+    def _sio(self) -> Any:
+        return self._app.sio
+
+    async def emit_update(
+        self,
+        user_id: str,
+        body: dict[str, Any],
+        to: RecipientFilter,
+        *,
+        skip_sid: str | None = None,
+    ) -> dict[str, Any]:
+        """Allocate the user's next update seq, then emit ``update``; returns the payload."""
+        seq = await self._app.accounts.next_seq(user_id)
+        return await self.send_update(user_id, seq, body, to, skip_sid=skip_sid)
+
+    async def send_update(
+        self,
+        user_id: str,
+        seq: int,
+        body: dict[str, Any],
+        to: RecipientFilter,
+        *,
+        skip_sid: str | None = None,
+    ) -> dict[str, Any]:
+        """Emit ``update`` with a seq already allocated (inside a write unit, say)."""
+        payload = {"id": random_id(12), "seq": seq, "body": body, "createdAt": now_ms()}
+        await self._emit("update", payload, to.rooms(user_id), skip_sid)
+        return payload
+
+    async def emit_ephemeral(
+        self,
+        user_id: str,
+        payload: dict[str, Any],
+        to: RecipientFilter,
+        *,
+        skip_sid: str | None = None,
+    ) -> None:
+        """Emit ``ephemeral`` to ``to``."""
+        await self._emit("ephemeral", payload, to.rooms(user_id), skip_sid)
+
+    async def emit_to_sid(self, sid: str, event: str, data: Any) -> None:
+        """Emit ``event`` to one socket."""
+        await self._sio.emit(event, data, to=sid)
+
+    async def call(self, sid: str, event: str, data: Any, *, timeout: float) -> Any:
+        """Emit ``event`` to one socket with an ack and wait for its answer."""
+        return await self._sio.call(event, data, to=sid, timeout=timeout)
+
+    async def _emit(self, event: str, data: Any, rooms: list[str], skip_sid: str | None) -> None:
+        if not rooms:  # python-socketio would broadcast to everyone
+            raise ValueError("refusing to emit to an empty room list")
+        await self._sio.emit(event, data, to=rooms, skip_sid=skip_sid)

@@ -1,0 +1,132 @@
+"""Server settings: one attrs class fed by CLI flags, ``HAPPY_SOCKET_*`` variables or code."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+
+DEFAULT_DB_URL = "sqlite:///happy-socket.db"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def normalize_db_url(url: str) -> str:
+    """Return ``url`` in the form ``databases`` expects, or raise ConfigError.
+
+    Accepts ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``sqlite:///:memory:``,
+    a bare file path ending in ``.db``/``.sqlite``/``.sqlite3``, and ``postgresql://``
+    (also ``postgres://`` and ``postgresql+asyncpg://``).
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        if url.endswith((".db", ".sqlite", ".sqlite3")):
+            return "sqlite:///" + url
+        raise ConfigError(
+            f"Database URL {url!r} is not valid: use sqlite:///FILE.db or "
+            "postgresql://USER@HOST:PORT/DB."
+        )
+    scheme = scheme.lower()
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError(f"Database URL {url!r} is not valid: use sqlite:///FILE.db.")
+        return "sqlite://" + rest
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        if not rest or rest.startswith("/"):
+            raise ConfigError(
+                f"Database URL {url!r} is not valid: use postgresql://USER@HOST:PORT/DB."
+            )
+        return "postgresql://" + rest
+    raise ConfigError(
+        f"Database URL {url!r} has unsupported scheme {scheme!r}: use sqlite or postgresql."
+    )
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    """The file behind a SQLite URL; None for PostgreSQL and in-memory databases."""
+    if not db_url.startswith("sqlite://"):
+        return None
+    path = db_url[len("sqlite:///") :].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def _check_level(_: Any, __: Any, value: str) -> None:
+    if value.lower() not in LOG_LEVELS:
+        raise ConfigError(f"Log level {value!r} is not one of {', '.join(LOG_LEVELS)}.")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything a server needs to know; every field has a ``HAPPY_SOCKET_<NAME>`` variable."""
+
+    host: str = "127.0.0.1"
+    port: int = 3005
+    db: str = attrs.field(default=DEFAULT_DB_URL, converter=normalize_db_url)
+    redis: str | None = None
+    without: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    secret: str | None = None
+    log_level: str = attrs.field(default="info", validator=_check_level)
+    log_format: str = "text"
+    # Socket.IO server settings (PROTOCOL.md §1)
+    socketio_path: str = "/v1/updates"
+    ping_interval: float = 15.0
+    ping_timeout: float = 45.0
+    cors_allowed_origins: str | list[str] = "*"
+    max_packet_bytes: int = 1_000_000
+    per_message_deflate: bool = False
+    # Plugin-specific options, by plugin name: {"rpc": {"grace": 10.0}}
+    plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is SQLite (the embedded default)."""
+        return self.db.startswith("sqlite://")
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, if there is one on disk."""
+        return sqlite_path(self.db)
+
+    def option(self, plugin: str, name: str, default: Any = None) -> Any:
+        """A plugin option, e.g. ``settings.option("rpc", "grace", 10.0)``."""
+        return self.plugin_options.get(plugin, {}).get(name, default)
+
+    def evolve(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied."""
+        return attrs.evolve(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``HAPPY_SOCKET_*`` variables, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            raw = env.get("HAPPY_SOCKET_" + field.name.upper())
+            if raw is None or field.name == "plugin_options":
+                continue
+            values[field.name] = _parse_env(field.name, field.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse_env(name: str, kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind.startswith("tuple"):
+            return tuple(p for p in raw.replace(",", " ").split() if p)
+    except ValueError:
+        raise ConfigError(f"HAPPY_SOCKET_{name.upper()}={raw!r} is not a valid {kind}.") from None
+    return raw

@@ -1,0 +1,80 @@
+"""Accounts and the per-user update seq (PROTOCOL.md §3): the core's own storage."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ..context import now_ms
+from ..ids import new_id
+from .database import Database, Tx
+
+metadata = sa.MetaData()
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("public_key", sa.String(200), nullable=True, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+
+class Accounts:
+    """Creates accounts and allocates their update seq atomically."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._known: set[str] = set()
+
+    async def ensure(self, user_id: str) -> None:
+        """Create the account ``user_id`` unless it exists."""
+        if user_id in self._known:
+            return
+        now = now_ms()
+        stmt = self._db.insert(accounts).values(id=user_id, seq=0, created_at=now, updated_at=now)
+        await self._db.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+        self._known.add(user_id)
+
+    async def exists(self, user_id: str) -> bool:
+        """True when the account exists (positive answers are cached)."""
+        if user_id in self._known:
+            return True
+        row = await self._db.fetch_one(sa.select(accounts.c.id).where(accounts.c.id == user_id))
+        if row is not None:
+            self._known.add(user_id)
+        return row is not None
+
+    async def for_public_key(self, public_key: str) -> str:
+        """The account keyed by ``public_key``, created on first use."""
+
+        async def unit(tx: Tx) -> str:
+            now = now_ms()
+            stmt = self._db.insert(accounts).values(
+                id=new_id(), seq=0, public_key=public_key, created_at=now, updated_at=now
+            )
+            await tx.execute(stmt.on_conflict_do_nothing(index_elements=["public_key"]))
+            user_id = await tx.fetch_val(
+                sa.select(accounts.c.id).where(accounts.c.public_key == public_key)
+            )
+            return str(user_id)
+
+        user_id = await self._db.write(unit)
+        self._known.add(user_id)
+        return user_id
+
+    async def next_seq(self, user_id: str, tx: Tx | None = None) -> int:
+        """Allocate the user's next update seq (one atomic upsert; creates the account)."""
+        now = now_ms()
+        stmt = (
+            self._db.insert(accounts)
+            .values(id=user_id, seq=1, created_at=now, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=["id"], set_={"seq": accounts.c.seq + 1}
+            )
+            .returning(accounts.c.seq)
+        )
+        if tx is not None:
+            return int(await tx.fetch_val(stmt))
+        return int(await self._db.write(lambda t: t.fetch_val(stmt)))

@@ -1,0 +1,257 @@
+"""The shared database: `databases` over SQLite (one writer with group commit) or PostgreSQL.
+
+Every write goes through :meth:`Database.write` as an *atomic unit*: an async function
+that receives a :class:`Tx` and runs its statements. On SQLite one long-lived writer
+connection runs the units; whatever queued while the previous commit ran is committed
+together (group commit), each unit inside its own SAVEPOINT so one failing unit rolls
+back alone. On PostgreSQL each unit is a transaction on a pooled connection.
+A unit must only talk to the database: awaiting anything else stalls the SQLite writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import databases
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ClauseElement
+
+log = logging.getLogger("happy_socket.storage")
+
+T = TypeVar("T")
+Query = ClauseElement | str
+Row = dict[str, Any]
+Unit = Callable[["Tx"], Awaitable[T]]
+
+MAX_BATCH = 256
+
+
+def _row(record: Any) -> Row | None:
+    return None if record is None else dict(record._mapping)
+
+
+class Tx:
+    """Statements inside one atomic unit of work."""
+
+    def __init__(self, conn: databases.core.Connection, dialect: str) -> None:
+        self._conn = conn
+        self.dialect = dialect
+
+    async def fetch_one(self, query: Query) -> Row | None:
+        """The first row of ``query`` as a dict, or None."""
+        return _row(await self._conn.fetch_one(query))
+
+    async def fetch_all(self, query: Query) -> list[Row]:
+        """All rows of ``query`` as dicts."""
+        return [dict(r._mapping) for r in await self._conn.fetch_all(query)]
+
+    async def fetch_val(self, query: Query) -> Any:
+        """The first column of the first row, or None."""
+        row = await self._conn.fetch_one(query)
+        return None if row is None else row[0]
+
+    async def execute(self, query: Query) -> None:
+        """Run ``query``; use ``.returning(...)`` with fetch_* to learn what it changed."""
+        await self._conn.execute(query)
+
+
+class Database:
+    """One database for the whole app; see the module docstring for the write model."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self._memory = self.dialect == "sqlite" and url.split("?")[0].endswith(":memory:")
+        options: dict[str, Any] = {}
+        if self.dialect == "postgresql":
+            options = {"min_size": 1, "max_size": pool_size}
+        self._db = databases.Database(url, **options)
+        self._writer: databases.core.Connection | None = None
+        self._reader: databases.core.Connection | None = None
+        self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self.batch_sizes: list[int] = []  # recent group-commit sizes, for metrics and tests
+        self.connected = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on SQLite."""
+        return self.dialect == "sqlite"
+
+    async def connect(self) -> None:
+        """Open connections (and the SQLite writer task)."""
+        if self.connected:
+            return
+        await self._db.connect()
+        if self.is_sqlite:
+            self._writer = await self._open_sqlite(writer=True)
+            self._reader = self._writer if self._memory else await self._open_sqlite(writer=False)
+            self._queue = asyncio.Queue()
+            self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+        else:
+            await self._db.fetch_one("SELECT 1")
+        self.connected = True
+
+    async def _open_sqlite(self, *, writer: bool) -> databases.core.Connection:
+        conn = databases.core.Connection(self._db, self._db._backend)
+        await conn.__aenter__()
+        if writer:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def disconnect(self) -> None:
+        """Finish queued writes, then close everything."""
+        if not self.connected:
+            return
+        self.connected = False
+        if self._writer_task is not None:
+            await self._queue.put(None)
+            await self._writer_task
+            self._writer_task = None
+        for conn in {id(c): c for c in (self._reader, self._writer) if c is not None}.values():
+            await conn.__aexit__(None, None, None)
+        self._reader = self._writer = None
+        await self._db.disconnect()
+
+    # -- reads ---------------------------------------------------------------
+
+    async def fetch_one(self, query: Query) -> Row | None:
+        """Read the first row of ``query``."""
+        if self._memory:
+            return await self.write(lambda tx: tx.fetch_one(query))
+        if self._reader is not None:
+            return _row(await self._reader.fetch_one(query))
+        return _row(await self._db.fetch_one(query))
+
+    async def fetch_all(self, query: Query) -> list[Row]:
+        """Read all rows of ``query``."""
+        if self._memory:
+            return await self.write(lambda tx: tx.fetch_all(query))
+        records = await (self._reader or self._db).fetch_all(query)
+        return [dict(r._mapping) for r in records]
+
+    async def fetch_val(self, query: Query) -> Any:
+        """Read the first column of the first row of ``query``."""
+        row = await self.fetch_one(query)
+        return None if row is None else next(iter(row.values()))
+
+    # -- writes --------------------------------------------------------------
+
+    async def write(self, unit: Unit[T]) -> T:
+        """Run ``unit(tx)`` atomically and return its result once it is committed."""
+        if not self.connected:
+            raise RuntimeError("database is not connected")
+        if not self.is_sqlite:
+            async with self._db.connection() as conn, conn.transaction():
+                return await unit(Tx(conn, self.dialect))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put((unit, future))
+        return await future
+
+    async def execute(self, query: Query) -> None:
+        """Run one write statement as its own unit."""
+        await self.write(lambda tx: tx.execute(query))
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        tx = Tx(self._writer, self.dialect)
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._run_batch(tx, batch)
+            if stop:
+                return
+
+    async def _run_batch(self, tx: Tx, batch: list[tuple[Unit[Any], asyncio.Future[Any]]]) -> None:
+        conn = self._writer
+        assert conn is not None
+        done: list[tuple[asyncio.Future[Any], Any]] = []
+        failed: list[tuple[asyncio.Future[Any], BaseException]] = []
+        single = len(batch) == 1
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:  # the database itself is unusable
+            for _, fut in batch:
+                _settle_error(fut, exc)
+            return
+        for index, (unit, fut) in enumerate(batch):
+            savepoint = f"u{index}"
+            try:
+                if not single:
+                    await conn.execute(f"SAVEPOINT {savepoint}")
+                result = await unit(tx)
+                if not single:
+                    await conn.execute(f"RELEASE {savepoint}")
+                done.append((fut, result))
+            except Exception as exc:
+                failed.append((fut, exc))
+                try:
+                    if single:
+                        await conn.execute("ROLLBACK")
+                    else:
+                        await conn.execute(f"ROLLBACK TO {savepoint}")
+                        await conn.execute(f"RELEASE {savepoint}")
+                except Exception:  # pragma: no cover - connection broken
+                    log.exception("rollback of a failed unit failed")
+        if not (single and failed):
+            try:
+                await conn.execute("COMMIT")
+            except Exception as exc:
+                log.exception("group commit of %d units failed", len(batch))
+                try:
+                    await conn.execute("ROLLBACK")
+                except Exception:
+                    pass
+                failed.extend((fut, exc) for fut, _ in done)
+                done = []
+        self.batch_sizes.append(len(batch))
+        if len(self.batch_sizes) > 1000:
+            del self.batch_sizes[:500]
+        for fut, result in done:
+            if not fut.done():
+                fut.set_result(result)
+        for fut, exc in failed:
+            _settle_error(fut, exc)
+
+    # -- helpers -------------------------------------------------------------
+
+    def insert(self, table: Any) -> Any:
+        """A dialect insert that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+
+    @property
+    def sa_dialect(self) -> Any:
+        """The SQLAlchemy dialect for compiling DDL."""
+        return sqlite.dialect() if self.is_sqlite else postgresql.dialect()
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when the database answers a trivial query within ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                if self.is_sqlite:
+                    await self.write(lambda tx: tx.fetch_val("SELECT 1"))
+                else:
+                    await self._db.fetch_one("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+
+def _settle_error(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
