@@ -6,8 +6,8 @@ Everything a plugin may import is re-exported here; the rest is internal.
 from .app import App, Services, create_app
 from .context import ClientType, Clock, Connection, Context, now_ms
 from .errors import (
-    Conflict,
     ConfigError,
+    Conflict,
     Envelope,
     HandlerError,
     HTTPError,

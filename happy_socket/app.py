@@ -36,7 +36,9 @@ class Services(dict[str, Any]):
     def add(self, name: str, service: Any) -> None:
         """Publish ``service`` as ``name``."""
         if name in self:
-            raise ConfigError(f"Service {name!r} is published twice (plugin {self.current_plugin!r}).")
+            raise ConfigError(
+                f"Service {name!r} is published twice (plugin {self.current_plugin!r})."
+            )
         self[name] = service
 
 
@@ -248,7 +250,12 @@ class App:
         return self.tokens.issue(user_id)
 
     async def emit_update(
-        self, user_id: str, body: dict[str, Any], to: RecipientFilter, *, skip_sid: str | None = None
+        self,
+        user_id: str,
+        body: dict[str, Any],
+        to: RecipientFilter,
+        *,
+        skip_sid: str | None = None,
     ) -> dict[str, Any]:
         """Emit an ``update`` to a user's sockets (allocates the user's next seq)."""
         return await self.router.emit_update(user_id, body, to, skip_sid=skip_sid)

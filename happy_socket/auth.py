@@ -70,7 +70,10 @@ class Tokens:
             return None
         try:
             claims = jwt.decode(
-                token, self._secret, algorithms=["HS256"], issuer=ISSUER,
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                issuer=ISSUER,
                 options={"require": ["sub", "iss"]},
             )
         except jwt.PyJWTError:

@@ -35,14 +35,33 @@ def app_options(fn: F) -> F:
     Plugins' commands use this with :func:`run_with_app` to reach the database.
     """
     options = [
-        click.option("--db", envvar=_env("db"), default=DEFAULT_DB_URL, show_default=True,
-                     help="Database URL: sqlite:///FILE.db or postgresql://USER@HOST:PORT/DB."),
-        click.option("--redis", envvar=_env("redis"), default=None,
-                     help="Redis URL for several processes, e.g. redis://127.0.0.1:6379/0."),
-        click.option("--secret", envvar=_env("secret"), default=None,
-                     help="Token signing secret (default: generated once, kept beside the SQLite file)."),
-        click.option("--without", "without", envvar=_env("without"), multiple=True,
-                     metavar="NAME", help="Leave out an installed plugin (repeatable)."),
+        click.option(
+            "--db",
+            envvar=_env("db"),
+            default=DEFAULT_DB_URL,
+            show_default=True,
+            help="Database URL: sqlite:///FILE.db or postgresql://USER@HOST:PORT/DB.",
+        ),
+        click.option(
+            "--redis",
+            envvar=_env("redis"),
+            default=None,
+            help="Redis URL for several processes, e.g. redis://127.0.0.1:6379/0.",
+        ),
+        click.option(
+            "--secret",
+            envvar=_env("secret"),
+            default=None,
+            help="Token signing secret (default: generated once, kept beside the SQLite file).",
+        ),
+        click.option(
+            "--without",
+            "without",
+            envvar=_env("without"),
+            multiple=True,
+            metavar="NAME",
+            help="Leave out an installed plugin (repeatable).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -117,25 +136,59 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--host", envvar=_env("host"), default="127.0.0.1", show_default=True,
-              help="Interface to listen on.")
-@click.option("--port", envvar=_env("port"), default=3005, show_default=True, type=int,
-              help="TCP port (0 picks a free one).")
+@click.option(
+    "--host",
+    envvar=_env("host"),
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on.",
+)
+@click.option(
+    "--port",
+    envvar=_env("port"),
+    default=3005,
+    show_default=True,
+    type=int,
+    help="TCP port (0 picks a free one).",
+)
 @app_options
-@click.option("--log-level", envvar=_env("log_level"), default="info", show_default=True,
-              type=click.Choice(LOG_LEVELS, case_sensitive=False), help="Logging level.")
-@click.option("--log-format", envvar=_env("log_format"), default="text", show_default=True,
-              type=click.Choice(["text", "json"]), help="Plain lines or one JSON object per line.")
-@click.option("--per-message-deflate/--no-per-message-deflate",
-              envvar=_env("per_message_deflate"), default=False, show_default=True,
-              help="Compress websocket frames (costs CPU and memory).")
+@click.option(
+    "--log-level",
+    envvar=_env("log_level"),
+    default="info",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Logging level.",
+)
+@click.option(
+    "--log-format",
+    envvar=_env("log_format"),
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="Plain lines or one JSON object per line.",
+)
+@click.option(
+    "--per-message-deflate/--no-per-message-deflate",
+    envvar=_env("per_message_deflate"),
+    default=False,
+    show_default=True,
+    help="Compress websocket frames (costs CPU and memory).",
+)
 def serve(
-    host: str, port: int, settings: Settings, log_level: str, log_format: str,
+    host: str,
+    port: int,
+    settings: Settings,
+    log_level: str,
+    log_format: str,
     per_message_deflate: bool,
 ) -> None:
     """Serve Socket.IO at /v1/updates and the HTTP routes of the enabled plugins."""
     settings = settings.evolve(
-        host=host, port=port, log_level=log_level.lower(), log_format=log_format,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        log_format=log_format,
         per_message_deflate=per_message_deflate,
     )
     logs.configure(settings.log_level, settings.log_format)
@@ -185,7 +238,11 @@ async def _serve(settings: Settings) -> None:
         server = uvicorn.Server(config)
         log.info(
             "happy-socket serving on http://%s:%s (socket.io path %s) database=%s redis=%s plugins=%s",
-            host, port, settings.socketio_path, _redact(settings.db), settings.redis or "off",
+            host,
+            port,
+            settings.socketio_path,
+            _redact(settings.db),
+            settings.redis or "off",
             ",".join(app.plugin_names),
         )
         try:
@@ -206,23 +263,34 @@ def _redact(url: str) -> str:
 
 
 @cli.command()
-@click.option("--without", "without", envvar=_env("without"), multiple=True, metavar="NAME",
-              help="Show NAME as disabled.")
+@click.option(
+    "--without",
+    "without",
+    envvar=_env("without"),
+    multiple=True,
+    metavar="NAME",
+    help="Show NAME as disabled.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(without: tuple[str, ...], as_json: bool) -> None:
     """List installed plugins: name, version, events, routes, enabled or not."""
     blocked = tuple(p for w in without for p in w.replace(",", " ").split())
     app = _assemble(Settings(db="sqlite:///:memory:", without=blocked))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for info in describe(app.pm, blocked):
-        rows.append({
-            "name": info.name,
-            "version": info.version,
-            "enabled": info.enabled,
-            "events": [h.event for h in app.registry if h.plugin == info.name],
-            "routes": [f"{' '.join(r.methods)} {r.path}" for r in app.routes.infos
-                       if r.plugin == info.name],
-        })
+        rows.append(
+            {
+                "name": info.name,
+                "version": info.version,
+                "enabled": info.enabled,
+                "events": [h.event for h in app.registry if h.plugin == info.name],
+                "routes": [
+                    f"{' '.join(r.methods)} {r.path}"
+                    for r in app.routes.infos
+                    if r.plugin == info.name
+                ],
+            }
+        )
     if as_json:
         echo_json(rows)
         return
@@ -234,8 +302,14 @@ def plugins(without: tuple[str, ...], as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--without", "without", envvar=_env("without"), multiple=True, metavar="NAME",
-              help="Leave out an installed plugin.")
+@click.option(
+    "--without",
+    "without",
+    envvar=_env("without"),
+    multiple=True,
+    metavar="NAME",
+    help="Leave out an installed plugin.",
+)
 def events(without: tuple[str, ...]) -> None:
     """List socket events: name, plugin, ack envelope, ordered."""
     blocked = tuple(p for w in without for p in w.replace(",", " ").split())

@@ -104,7 +104,10 @@ class Dispatcher:
             self.connections[sid] = conn
             log.info(
                 "connect user=%s sid=%s type=%s client=%s",
-                conn.user_id, sid, conn.client_type.value, conn.happy_client,
+                conn.user_id,
+                sid,
+                conn.client_type.value,
+                conn.happy_client,
             )
             await self._app.run_hook("on_connect", ctx=self.context(conn, "core", "connect"))
         except Exception:  # never leave the client hanging without connect or connect_error
@@ -173,6 +176,9 @@ class Dispatcher:
         except Exception:
             log.exception(
                 "event %r failed: plugin=%s user=%s sid=%s",
-                handler.event, handler.plugin, conn.user_id, sid,
+                handler.event,
+                handler.plugin,
+                conn.user_id,
+                sid,
             )
             return InternalError().render(handler.envelope)

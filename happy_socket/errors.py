@@ -27,7 +27,7 @@ class HandlerError(Exception):
 
     default_message: str | None = "Error"
 
-    def __init__(self, message: str | None | _Default = _Default.DEFAULT, **fields: Any) -> None:
+    def __init__(self, message: str | _Default | None = _Default.DEFAULT, **fields: Any) -> None:
         self.message = self.default_message if isinstance(message, _Default) else message
         self.fields = fields
         super().__init__(self.message or type(self).__name__)

@@ -125,7 +125,9 @@ class Routes:
         info = RouteInfo(path, methods, self.current_plugin, auth)
         self._routes.append((info, Route(path, self._wrap(endpoint, info), methods=list(methods))))
 
-    def _wrap(self, endpoint: Endpoint, info: RouteInfo) -> Callable[[Request], Awaitable[Response]]:
+    def _wrap(
+        self, endpoint: Endpoint, info: RouteInfo
+    ) -> Callable[[Request], Awaitable[Response]]:
         app = self._app
 
         async def run(request: Request) -> Response:
@@ -135,7 +137,9 @@ class Routes:
             except HTTPError as exc:
                 return error_response(exc)
             except Exception:
-                log.exception("route %s %s failed (plugin %s)", request.method, info.path, info.plugin)
+                log.exception(
+                    "route %s %s failed (plugin %s)", request.method, info.path, info.plugin
+                )
                 return JSONResponse({"error": "Internal error"}, status_code=500)
             return result if isinstance(result, Response) else JSONResponse(result)
 

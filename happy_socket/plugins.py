@@ -95,9 +95,7 @@ def check_requirements(pm: pluggy.PluginManager) -> None:
     for name, plugin in sorted(pm.list_name_plugin()):
         for needed in requirements_of(plugin):
             if needed not in enabled:
-                raise ConfigError(
-                    f"Plugin {name!r} needs plugin {needed!r}, which is not enabled."
-                )
+                raise ConfigError(f"Plugin {name!r} needs plugin {needed!r}, which is not enabled.")
 
 
 def plugin_names(pm: pluggy.PluginManager) -> list[str]:

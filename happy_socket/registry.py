@@ -16,7 +16,15 @@ if TYPE_CHECKING:
 HandlerFn = Callable[["Context", Any], Awaitable[Any]]
 
 RESERVED_EVENTS = frozenset(
-    {"connect", "disconnect", "connect_error", "disconnecting", "newListener", "removeListener", "*"}
+    {
+        "connect",
+        "disconnect",
+        "connect_error",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+        "*",
+    }
 )
 
 

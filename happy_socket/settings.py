@@ -57,6 +57,12 @@ def sqlite_path(db_url: str) -> Path | None:
     return Path(path)
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    return tuple(str(v) for v in value)
+
+
 def _check_level(_: Any, __: Any, value: str) -> None:
     if value.lower() not in LOG_LEVELS:
         raise ConfigError(f"Log level {value!r} is not one of {', '.join(LOG_LEVELS)}.")
@@ -70,7 +76,7 @@ class Settings:
     port: int = 3005
     db: str = attrs.field(default=DEFAULT_DB_URL, converter=normalize_db_url)
     redis: str | None = None
-    without: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    without: tuple[str, ...] = attrs.field(default=(), converter=_names)
     secret: str | None = None
     log_level: str = attrs.field(default="info", validator=_check_level)
     log_format: str = "text"

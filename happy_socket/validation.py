@@ -56,13 +56,19 @@ def require_int(
 ) -> int:
     """``data[key]`` as an integer (bools refused), at least ``minimum``."""
     value = data.get(key)
-    if not is_int(value) or (minimum is not None and value < minimum):
+    if not isinstance(value, int) or isinstance(value, bool):
         raise error or InvalidParams()
-    return int(value)
+    if minimum is not None and value < minimum:
+        raise error or InvalidParams()
+    return value
 
 
 def optional_str(
-    data: dict[str, Any], key: str, *, max_length: int | None = None, error: HandlerError | None = None
+    data: dict[str, Any],
+    key: str,
+    *,
+    max_length: int | None = None,
+    error: HandlerError | None = None,
 ) -> str | None:
     """``data[key]`` as a string, or None when absent or null."""
     if data.get(key) is None:

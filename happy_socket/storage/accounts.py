@@ -70,9 +70,7 @@ class Accounts:
         stmt = (
             self._db.insert(accounts)
             .values(id=user_id, seq=1, created_at=now, updated_at=now)
-            .on_conflict_do_update(
-                index_elements=["id"], set_={"seq": accounts.c.seq + 1}
-            )
+            .on_conflict_do_update(index_elements=["id"], set_={"seq": accounts.c.seq + 1})
             .returning(accounts.c.seq)
         )
         if tx is not None:

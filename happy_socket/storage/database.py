@@ -11,6 +11,7 @@ A unit must only talk to the database: awaiting anything else stalls the SQLite 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -183,7 +184,7 @@ class Database:
         failed: list[tuple[asyncio.Future[Any], BaseException]] = []
         single = len(batch) == 1
         try:
-            await conn.execute("BEGIN IMMEDIATE")
+            await self._begin(conn)
         except Exception as exc:  # the database itself is unusable
             for _, fut in batch:
                 _settle_error(fut, exc)
@@ -210,13 +211,11 @@ class Database:
         if not (single and failed):
             try:
                 await conn.execute("COMMIT")
-            except Exception as exc:
+            except Exception as commit_error:
                 log.exception("group commit of %d units failed", len(batch))
-                try:
+                with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
-                except Exception:
-                    pass
-                failed.extend((fut, exc) for fut, _ in done)
+                failed.extend((fut, commit_error) for fut, _ in done)
                 done = []
         self.batch_sizes.append(len(batch))
         if len(self.batch_sizes) > 1000:
@@ -224,8 +223,18 @@ class Database:
         for fut, result in done:
             if not fut.done():
                 fut.set_result(result)
-        for fut, exc in failed:
-            _settle_error(fut, exc)
+        for fut, error in failed:
+            _settle_error(fut, error)
+
+    @staticmethod
+    async def _begin(conn: databases.core.Connection) -> None:
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+        except Exception:
+            # a transaction left open by a failed COMMIT/ROLLBACK: close it and try once more
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            await conn.execute("BEGIN IMMEDIATE")
 
     # -- helpers -------------------------------------------------------------
 
@@ -236,7 +245,7 @@ class Database:
     @property
     def sa_dialect(self) -> Any:
         """The SQLAlchemy dialect for compiling DDL."""
-        return sqlite.dialect() if self.is_sqlite else postgresql.dialect()
+        return sqlite.dialect() if self.is_sqlite else postgresql.dialect()  # type: ignore[no-untyped-call]
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when the database answers a trivial query within ``timeout`` seconds."""
@@ -254,4 +263,3 @@ class Database:
 def _settle_error(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
-

@@ -85,9 +85,7 @@ async def upgrade(
 
     async def unit(tx: Tx) -> list[SchemaStatus]:
         if tx.dialect == "postgresql":
-            await tx.execute(
-                f"SELECT pg_advisory_xact_lock({zlib.crc32(b'happy_socket_schema')})"
-            )
+            await tx.execute(f"SELECT pg_advisory_xact_lock({zlib.crc32(b'happy_socket_schema')})")
         await _create(tx, db, [schema_versions])
         rows = await tx.fetch_all(sa.select(schema_versions))
         applied = {r["component"]: r["version"] for r in rows}
@@ -131,10 +129,10 @@ async def _set_version(tx: Tx, db: Database, component: str, version: int, *, in
     values: dict[str, Any] = {"version": version, "updated_at": now_ms()}
     if insert:
         stmt = db.insert(schema_versions).values(component=component, **values)
-        await tx.execute(
-            stmt.on_conflict_do_update(index_elements=["component"], set_=values)
-        )
+        await tx.execute(stmt.on_conflict_do_update(index_elements=["component"], set_=values))
     else:
         await tx.execute(
-            schema_versions.update().where(schema_versions.c.component == component).values(**values)
+            schema_versions.update()
+            .where(schema_versions.c.component == component)
+            .values(**values)
         )
