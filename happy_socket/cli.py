@@ -175,6 +175,9 @@ def cli() -> None:
     show_default=True,
     help="Compress websocket frames (costs CPU and memory).",
 )
+@click.option("--rpc-grace", envvar=_env("rpc_grace"), default=10.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long an RPC call waits for a reconnecting holder (0 = fail at once).")
 def serve(
     host: str,
     port: int,
@@ -182,6 +185,7 @@ def serve(
     log_level: str,
     log_format: str,
     per_message_deflate: bool,
+    rpc_grace: float,
 ) -> None:
     """Serve Socket.IO at /v1/updates and the HTTP routes of the enabled plugins."""
     settings = settings.evolve(
@@ -190,6 +194,7 @@ def serve(
         log_level=log_level.lower(),
         log_format=log_format,
         per_message_deflate=per_message_deflate,
+        plugin_options={**settings.plugin_options, "rpc": {"grace": rpc_grace}},
     )
     logs.configure(settings.log_level, settings.log_format)
     try:
