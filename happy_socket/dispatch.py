@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import socketio
 
 from .context import ClientType, Connection, Context
-from .errors import HandlerError, InternalError, Unauthorized
+from .errors import HandlerError, InternalError, InvalidParams, Unauthorized
 from .registry import Handler
 from .routing import rooms_of
 
@@ -24,6 +24,22 @@ MISSING_MACHINE = "Machine ID required for machine-scoped clients"
 INVALID_TOKEN = "Invalid authentication token"
 
 DEFAULT_MAX_PENDING = 1000
+MAX_DEPTH = 32  # protocol payloads nest 3 levels; deeper input is refused before any handler
+
+
+def too_deep(data: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``data`` nests lists/objects deeper than ``limit`` (iterative, no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return False
 
 
 class TooManyPending(HandlerError):
@@ -169,6 +185,8 @@ class Dispatcher:
         conn = self.connections.get(sid)
         if conn is None:
             return Unauthorized().render(handler.envelope)
+        if too_deep(data):
+            return InvalidParams().render(handler.envelope)
         try:
             return await handler.fn(self.context(conn, handler.plugin, handler.event), data)
         except HandlerError as exc:

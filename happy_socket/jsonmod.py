@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -11,8 +12,11 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 def dumps(obj: Any, *args: Any, **kwargs: Any) -> str:
-    """Compact JSON text (``separators`` and other stdlib options are accepted and ignored)."""
-    return orjson.dumps(obj, option=_OPTIONS).decode()
+    """Compact JSON text; falls back to the stdlib for what orjson refuses (depth > 254, big ints)."""
+    try:
+        return orjson.dumps(obj, option=_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), default=str)
 
 
 def loads(text: str | bytes, *args: Any, **kwargs: Any) -> Any:

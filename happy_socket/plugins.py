@@ -91,16 +91,21 @@ def _named(plugin: object | tuple[str, object]) -> tuple[str, object]:
 
 def check_requirements(pm: pluggy.PluginManager) -> None:
     """Raise ConfigError naming the first plugin whose required plugin is not enabled."""
-    enabled = {name for name, _ in pm.list_name_plugin()}
-    for name, plugin in sorted(pm.list_name_plugin()):
+    enabled = {name for name, _ in enabled_plugins(pm)}
+    for name, plugin in sorted(enabled_plugins(pm)):
         for needed in requirements_of(plugin):
             if needed not in enabled:
                 raise ConfigError(f"Plugin {name!r} needs plugin {needed!r}, which is not enabled.")
 
 
+def enabled_plugins(pm: pluggy.PluginManager) -> list[tuple[str, object]]:
+    """``(name, plugin)`` of every registered plugin (blocked names are listed as None by pluggy)."""
+    return [(name, plugin) for name, plugin in pm.list_name_plugin() if plugin is not None]
+
+
 def plugin_names(pm: pluggy.PluginManager) -> list[str]:
     """Enabled plugin names, core plugins excluded."""
-    return sorted(name for name, _ in pm.list_name_plugin() if name not in CORE_PLUGINS)
+    return sorted(name for name, _ in enabled_plugins(pm) if name not in CORE_PLUGINS)
 
 
 def call_each(
@@ -126,7 +131,7 @@ def describe(pm: pluggy.PluginManager, without: Iterable[str] = ()) -> list[Plug
     infos: dict[str, PluginInfo] = {}
     for name, ep in entry_points().items():
         infos[name] = PluginInfo(name, _version(ep), name not in set(without), ep.value)
-    for name, plugin in pm.list_name_plugin():
+    for name, plugin in enabled_plugins(pm):
         if name in CORE_PLUGINS:
             continue
         if name not in infos:
