@@ -1,0 +1,101 @@
+"""Run the stock-JavaScript-client scenarios in tests/e2e/js from pytest.
+
+``await run_scenario(url, steps)`` runs ``js/scenario.mjs`` with Node (see its header for the
+steps) and returns its parsed JSON output. The npm packages are installed with ``npm ci`` on
+first use when ``js/node_modules`` is missing. Without node or npm the test is skipped with a
+reason on a laptop and fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from happy_socket.testing import ci
+
+JS_DIR = Path(__file__).parent / "js"
+SCENARIO = JS_DIR / "scenario.mjs"
+
+
+def _unavailable(reason: str) -> None:
+    if ci():
+        pytest.fail(f"{reason} and CI=true: the stock JavaScript client tests must run")
+    pytest.skip(reason)
+
+
+@functools.cache
+def _prepare() -> str | None:
+    """Path of the node binary once the npm packages are there, or a reason why not."""
+    node = shutil.which("node")
+    if node is None:
+        return "node is not installed"
+    if (JS_DIR / "node_modules" / "socket.io-client").is_dir() and (
+        JS_DIR / "node_modules" / "tweetnacl"
+    ).is_dir():
+        return node
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm is not installed"
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        return f"npm ci in {JS_DIR} failed: {done.stderr.strip()[-2000:]}"
+    return node
+
+
+def require_node() -> str:
+    """The node binary with the packages installed; skips (laptop) or fails (CI) otherwise."""
+    prepared = _prepare()
+    if prepared is None or not os.path.isabs(prepared):
+        _unavailable(prepared or "node is not available")
+    assert prepared is not None
+    return prepared
+
+
+async def run_scenario(
+    url: str,
+    steps: list[dict[str, Any]],
+    *,
+    path: str = "/v1/updates",
+    timeout_ms: int = 5000,
+) -> dict[str, Any]:
+    """Run ``steps`` against the server at ``url``; ``{"results": [...], "events": [...]}``."""
+    node = require_node()
+    scenario = json.dumps({"url": url, "path": path, "timeoutMs": timeout_ms, "steps": steps})
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(SCENARIO),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=JS_DIR,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(scenario.encode()), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"node scenario did not finish in 30 s: {steps}") from None
+    if proc.returncode != 0:
+        raise AssertionError(f"node scenario failed ({proc.returncode}): {err.decode()[-3000:]}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def results(url: str, steps: list[dict[str, Any]], **kwargs: Any) -> list[Any]:
+    """Only the per-step results of :func:`run_scenario`."""
+    return list((await run_scenario(url, steps, **kwargs))["results"])
