@@ -1,0 +1,171 @@
+"""Storage on SQLite and PostgreSQL: atomic units, group commit, seq allocation, CAS, schema."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from happy_socket import Settings, Tx, create_app
+from happy_socket.app import App
+from happy_socket.storage import Database, current_versions
+
+counters = sa.Table(
+    "test_counters",
+    sa.MetaData(),
+    sa.Column("id", sa.String(50), primary_key=True),
+    sa.Column("value", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+
+class CounterPlugin:
+    from happy_socket import hookimpl
+
+    @hookimpl
+    def register_tables(self, metadata: sa.MetaData) -> None:
+        counters.to_metadata(metadata)
+
+
+@pytest.fixture
+async def app(db_url: str) -> Any:
+    app = create_app(
+        Settings(db=db_url, secret="s" * 32), plugins=[("counter", CounterPlugin())],
+        load_entry_points=False,
+    )
+    await app.startup()
+    yield app
+    await app.shutdown()
+
+
+async def test_schema_versions_recorded(app: App) -> None:
+    assert await current_versions(app.db) == {"core": 1, "counter": 1}
+
+
+async def test_seq_allocation_is_atomic_and_gapless_under_concurrency(app: App) -> None:
+    seqs = await asyncio.gather(*(app.accounts.next_seq("alice") for _ in range(300)))
+    assert sorted(seqs) == list(range(1, 301))
+    assert await app.accounts.next_seq("bob") == 1
+
+
+async def test_seq_inside_a_unit_rolls_back_with_it(app: App) -> None:
+    assert await app.accounts.next_seq("alice") == 1
+
+    async def unit(tx: Tx) -> None:
+        await app.accounts.next_seq("alice", tx)
+        raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        await app.db.write(unit)
+    assert await app.accounts.next_seq("alice") == 2
+
+
+async def test_failing_units_roll_back_alone(app: App) -> None:
+    async def unit(i: int) -> int:
+        async def work(tx: Tx) -> int:
+            await tx.execute(counters.insert().values(id=f"c{i}", value=i, version=0))
+            if i % 5 == 0:
+                raise ValueError(i)
+            return i
+
+        return await app.db.write(work)
+
+    results = await asyncio.gather(*(unit(i) for i in range(60)), return_exceptions=True)
+    failed = {r.args[0] for r in results if isinstance(r, ValueError)}
+    assert failed == set(range(0, 60, 5))
+    rows = await app.db.fetch_all(sa.select(counters.c.id))
+    assert {r["id"] for r in rows} == {f"c{i}" for i in range(60) if i % 5}
+
+
+async def test_compare_and_set_has_exactly_one_winner(app: App) -> None:
+    await app.db.execute(counters.insert().values(id="x", value=0, version=0))
+
+    async def cas(i: int) -> bool:
+        stmt = (
+            counters.update()
+            .where(counters.c.id == "x", counters.c.version == 0)
+            .values(value=i, version=counters.c.version + 1)
+            .returning(counters.c.version)
+        )
+        return await app.db.write(lambda tx: tx.fetch_one(stmt)) is not None
+
+    wins = await asyncio.gather(*(cas(i) for i in range(16)))
+    assert wins.count(True) == 1
+    row = await app.db.fetch_one(sa.select(counters).where(counters.c.id == "x"))
+    assert row is not None and row["version"] == 1
+
+
+async def test_read_after_write_is_visible(app: App) -> None:
+    await app.db.execute(counters.insert().values(id="r", value=7, version=0))
+    assert await app.db.fetch_val(sa.select(counters.c.value).where(counters.c.id == "r")) == 7
+
+
+async def test_insert_on_conflict_helpers(app: App) -> None:
+    stmt = app.db.insert(counters).values(id="u", value=1, version=0)
+    await app.db.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+    await app.db.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+    upsert = app.db.insert(counters).values(id="u", value=5, version=0)
+    await app.db.execute(upsert.on_conflict_do_update(index_elements=["id"], set_={"value": 5}))
+    assert await app.db.fetch_val(sa.select(counters.c.value).where(counters.c.id == "u")) == 5
+
+
+async def test_public_key_accounts_are_stable(app: App) -> None:
+    first = await app.accounts.for_public_key("KEY")
+    again = await asyncio.gather(*(app.accounts.for_public_key("KEY") for _ in range(10)))
+    assert set(again) == {first}
+    assert await app.accounts.for_public_key("OTHER") != first
+
+
+async def test_ping(app: App) -> None:
+    assert await app.db.ping() is True
+
+
+async def test_sqlite_group_commit_batches_under_load(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    await db.connect()
+    await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    await asyncio.gather(*(db.execute(f"INSERT INTO t (v) VALUES ({i})") for i in range(500)))
+    assert await db.fetch_val("SELECT COUNT(*) FROM t") == 500
+    assert max(db.batch_sizes) > 1  # units that queued while a commit ran were committed together
+    # queued writes are finished before disconnect returns
+    pending = [asyncio.ensure_future(db.execute("INSERT INTO t (v) VALUES (0)")) for _ in range(50)]
+    await asyncio.sleep(0)
+    await db.disconnect()
+    await asyncio.gather(*pending)
+    db2 = Database(sqlite_url)
+    await db2.connect()
+    assert await db2.fetch_val("SELECT COUNT(*) FROM t") == 550
+    await db2.disconnect()
+
+
+async def test_sqlite_reads_do_not_wait_for_the_writer(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    await db.connect()
+    await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def long_unit(tx: Tx) -> None:
+        await tx.execute("INSERT INTO t (id) VALUES (1)")
+        started.set()
+        await release.wait()
+
+    writer = asyncio.ensure_future(db.write(long_unit))
+    await started.wait()
+    # the reader sees the last committed state while the writer holds its transaction
+    assert await asyncio.wait_for(db.fetch_val("SELECT COUNT(*) FROM t"), 2) == 0
+    release.set()
+    await writer
+    assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
+    await db.disconnect()
+
+
+async def test_memory_database_works(tmp_path: Any) -> None:
+    db = Database("sqlite:///:memory:")
+    await db.connect()
+    await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    await db.execute("INSERT INTO t (id) VALUES (1)")
+    assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
+    await db.disconnect()
