@@ -40,5 +40,5 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("databases", "aiosqlite", "asyncio"):
+    for noisy in ("databases", "aiosqlite", "asyncio", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
