@@ -1,0 +1,178 @@
+"""Artifact storage: every write is one atomic unit; compare-and-set is one conditional UPDATE."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+import attrs
+import sqlalchemy as sa
+
+from happy_socket import App, Database, Row, Tx
+
+from .tables import artifacts
+
+MAX_VERSION = 2**62  # larger expected versions can never match (and must not overflow BIGINT)
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 with padding."""
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+@attrs.frozen
+class Part:
+    """A requested change of the header or the body."""
+
+    data: bytes
+    expected: int | None  # None: a version that cannot exist (never matches)
+
+
+@attrs.frozen
+class Created:
+    """The artifact after ``create``; ``update_seq`` is None when it already existed."""
+
+    row: Row | None  # None: the id belongs to another account
+    update_seq: int | None
+
+
+@attrs.frozen
+class Updated:
+    """The outcome of ``update``: the row as written (success) or as it is now (mismatch)."""
+
+    status: Literal["success", "version-mismatch", "not-found"]
+    row: Row | None = None
+    update_seq: int | None = None
+
+
+class ArtifactStore:
+    """Reads and writes one user's artifacts; every query is scoped by the user id."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    @property
+    def _db(self) -> Database:
+        return self._app.db
+
+    async def read(self, user_id: str, artifact_id: str) -> Row | None:
+        """The user's artifact ``artifact_id``, or None."""
+        return await self._db.fetch_one(_select(user_id, artifact_id))
+
+    async def create(
+        self, user_id: str, artifact_id: str, header: bytes, body: bytes, key: bytes
+    ) -> Created:
+        """Insert a new artifact (versions 1/1, seq 0) unless the id exists; allocate the update seq."""
+        now = self._app.clock()
+        insert = (
+            self._db.insert(artifacts)
+            .values(
+                id=artifact_id,
+                account_id=user_id,
+                header=header,
+                header_version=1,
+                body=body,
+                body_version=1,
+                data_encryption_key=key,
+                seq=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(artifacts.c.id)
+        )
+
+        async def unit(tx: Tx) -> Created:
+            if await tx.fetch_val(insert) is not None:
+                seq = await self._app.accounts.next_seq(user_id, tx)
+                row = await tx.fetch_one(_select(user_id, artifact_id))
+                return Created(row, seq)
+            existing = await tx.fetch_one(sa.select(artifacts).where(artifacts.c.id == artifact_id))
+            if existing is None or existing["account_id"] != user_id:
+                return Created(None, None)
+            return Created(existing, None)
+
+        return await self._db.write(unit)
+
+    async def update(
+        self, user_id: str, artifact_id: str, header: Part | None, body: Part | None
+    ) -> Updated:
+        """Compare-and-set header and/or body in one statement (artifact seq + 1)."""
+        values: dict[str, Any] = {"seq": artifacts.c.seq + 1, "updated_at": self._app.clock()}
+        where = [artifacts.c.id == artifact_id, artifacts.c.account_id == user_id]
+        possible = True
+        for part, data_col, version_col in (
+            (header, "header", "header_version"),
+            (body, "body", "body_version"),
+        ):
+            if part is None:
+                continue
+            column = artifacts.c[version_col]
+            values[data_col] = part.data
+            values[version_col] = column + 1
+            where.append(column == part.expected)
+            possible = possible and part.expected is not None
+        stmt = artifacts.update().where(*where).values(**values).returning(*artifacts.c)
+
+        async def unit(tx: Tx) -> Updated:
+            row = await tx.fetch_one(stmt) if possible else None
+            if row is not None:
+                seq = await self._app.accounts.next_seq(user_id, tx)
+                return Updated("success", row, seq)
+            current = await tx.fetch_one(_select(user_id, artifact_id))
+            if current is None:
+                return Updated("not-found")
+            return Updated("version-mismatch", current)
+
+        return await self._db.write(unit)
+
+    async def delete(self, user_id: str, artifact_id: str) -> int | None:
+        """Delete the user's artifact; the allocated update seq, or None when it did not exist."""
+        stmt = (
+            artifacts.delete()
+            .where(artifacts.c.id == artifact_id, artifacts.c.account_id == user_id)
+            .returning(artifacts.c.id)
+        )
+
+        async def unit(tx: Tx) -> int | None:
+            if await tx.fetch_val(stmt) is None:
+                return None
+            return await self._app.accounts.next_seq(user_id, tx)
+
+        return await self._db.write(unit)
+
+
+def _select(user_id: str, artifact_id: str) -> sa.Select[Any]:
+    return sa.select(artifacts).where(
+        artifacts.c.id == artifact_id, artifacts.c.account_id == user_id
+    )
+
+
+def serialize(row: Row) -> dict[str, Any]:
+    """The wire form of an artifact (PROTOCOL.md §4.3)."""
+    return {
+        "id": row["id"],
+        "header": b64(row["header"]),
+        "headerVersion": int(row["header_version"]),
+        "body": b64(row["body"]),
+        "bodyVersion": int(row["body_version"]),
+        "seq": int(row["seq"]),
+        "createdAt": int(row["created_at"]),
+        "updatedAt": int(row["updated_at"]),
+    }
+
+
+def new_artifact_body(row: Row) -> dict[str, Any]:
+    """The ``new-artifact`` update body."""
+    return {
+        "t": "new-artifact",
+        "artifactId": row["id"],
+        "seq": int(row["seq"]),
+        "header": b64(row["header"]),
+        "headerVersion": int(row["header_version"]),
+        "body": b64(row["body"]),
+        "bodyVersion": int(row["body_version"]),
+        "dataEncryptionKey": b64(row["data_encryption_key"]),
+        "createdAt": int(row["created_at"]),
+        "updatedAt": int(row["updated_at"]),
+    }
