@@ -19,6 +19,7 @@ from .context import Clock, now_ms
 from .dispatch import Dispatcher
 from .errors import ConfigError
 from .http import Routes
+from .metrics import Metrics
 from .plugins import call_each, make_plugin_manager, plugin_names
 from .registry import Registry
 from .routing import RecipientFilter, Router
@@ -58,7 +59,8 @@ class App:
         self.pm = make_plugin_manager(
             without=self.settings.without, plugins=plugins, load_entry_points=load_entry_points
         )
-        self.db = Database(self.settings.db)
+        self.metrics = Metrics()
+        self.db = Database(self.settings.db, on_batch=self.metrics.db_batch_size.observe)
         self.accounts = Accounts(self.db)
         self.router = Router(self)
         self.registry = Registry()

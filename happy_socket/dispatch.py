@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -113,11 +114,17 @@ class Dispatcher:
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """python-socketio's connect handler: events of the socket wait until it returns."""
-        conn = await self.authenticate(sid, auth)
+        try:
+            conn = await self.authenticate(sid, auth)
+        except socketio.exceptions.ConnectionRefusedError as refused:
+            reason = refused.error_args.get("message", "?")
+            self._app.metrics.handshake_refusals.labels(reason).inc()
+            raise
         try:
             for room in rooms_of(conn):
                 await self._app.sio.enter_room(sid, room)
             self.connections[sid] = conn
+            self._app.metrics.connections.labels(conn.client_type.value).inc()
             log.info(
                 "connect user=%s sid=%s type=%s client=%s",
                 conn.user_id,
@@ -137,6 +144,7 @@ class Dispatcher:
         self._lanes.pop(sid, None)
         if conn is None:
             return
+        self._app.metrics.connections.labels(conn.client_type.value).dec()
         log.info("disconnect user=%s sid=%s reason=%s", conn.user_id, sid, reason)
         ctx = self.context(conn, "core", "disconnect")
         await self._app.run_hook("on_disconnect", ctx=ctx, reason=str(reason))
@@ -166,6 +174,7 @@ class Dispatcher:
         if lane is None:
             lane = self._lanes[sid] = _Lane()
         if lane.pending >= self.max_pending:
+            self._app.metrics.event_done(handler.event, "rejected", 0.0)
             return TooManyPending().render(handler.envelope)
         previous, mine = lane.tail, asyncio.get_running_loop().create_future()
         lane.tail = mine
@@ -182,21 +191,36 @@ class Dispatcher:
 
     async def run(self, sid: str, handler: Handler, data: Any) -> Any:
         """Call the handler and turn its outcome into the ack (never raises)."""
-        conn = self.connections.get(sid)
-        if conn is None:
-            return Unauthorized().render(handler.envelope)
-        if too_deep(data):
-            return InvalidParams().render(handler.envelope)
+        started = time.perf_counter()
+        outcome = "ok"
         try:
-            return await handler.fn(self.context(conn, handler.plugin, handler.event), data)
-        except HandlerError as exc:
-            return exc.render(handler.envelope)
-        except Exception:
-            log.exception(
-                "event %r failed: plugin=%s user=%s sid=%s",
-                handler.event,
-                handler.plugin,
-                conn.user_id,
-                sid,
-            )
-            return InternalError().render(handler.envelope)
+            conn = self.connections.get(sid)
+            if conn is None:
+                outcome = "rejected"
+                return Unauthorized().render(handler.envelope)
+            if too_deep(data):
+                outcome = "rejected"
+                return InvalidParams().render(handler.envelope)
+            try:
+                return await handler.fn(self.context(conn, handler.plugin, handler.event), data)
+            except HandlerError as exc:
+                outcome = "error"
+                return exc.render(handler.envelope)
+            except Exception:
+                outcome = "internal_error"
+                log.exception(
+                    "event %r failed: plugin=%s user=%s sid=%s",
+                    handler.event,
+                    handler.plugin,
+                    conn.user_id,
+                    sid,
+                    extra={
+                        "event": handler.event,
+                        "user": conn.user_id,
+                        "sid": sid,
+                        "plugin": handler.plugin,
+                    },
+                )
+                return InternalError().render(handler.envelope)
+        finally:
+            self._app.metrics.event_done(handler.event, outcome, time.perf_counter() - started)

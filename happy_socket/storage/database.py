@@ -62,7 +62,9 @@ class Tx:
 class Database:
     """One database for the whole app; see the module docstring for the write model."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, on_batch: Callable[[int], None] | None = None
+    ) -> None:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self._memory = self.dialect == "sqlite" and url.split("?")[0].endswith(":memory:")
@@ -74,7 +76,8 @@ class Database:
         self._reader: databases.core.Connection | None = None
         self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
-        self.batch_sizes: list[int] = []  # recent group-commit sizes, for metrics and tests
+        self.batch_sizes: list[int] = []  # recent group-commit sizes, for tests
+        self._on_batch = on_batch
         self.connected = False
 
     @property
@@ -218,6 +221,8 @@ class Database:
                 failed.extend((fut, commit_error) for fut, _ in done)
                 done = []
         self.batch_sizes.append(len(batch))
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
         if len(self.batch_sizes) > 1000:
             del self.batch_sizes[:500]
         for fut, result in done:

@@ -21,10 +21,28 @@ def test_filters_name_their_rooms() -> None:
     assert UserScopedOnly().rooms("U") == ["user:U:user-scoped"]
     assert InterestedInSession("S").rooms("U") == ["user:U:session:S", "user:U:user-scoped"]
     assert MachineScopedOnly("M").rooms("U") == ["user:U:machine:M", "user:U:user-scoped"]
-    names = {f.name for f in (AllUserConnections(), UserScopedOnly(), InterestedInSession("S"),
-                              MachineScopedOnly("M"))}
-    assert names == {"all-user-authenticated-connections", "user-scoped-only",
-                     "all-interested-in-session", "machine-scoped-only"}
+    names = {
+        f.name
+        for f in (
+            AllUserConnections(),
+            UserScopedOnly(),
+            InterestedInSession("S"),
+            MachineScopedOnly("M"),
+        )
+    }
+    assert names == {
+        "all-user-authenticated-connections",
+        "user-scoped-only",
+        "all-interested-in-session",
+        "machine-scoped-only",
+    }
+
+
+@pytest.fixture
+async def server(make_server: Any) -> ServerHarness:
+    """Only the core: no plugin emits anything on its own."""
+    harness: ServerHarness = await make_server(load_entry_points=False)
+    return harness
 
 
 @pytest.fixture

@@ -1,0 +1,55 @@
+"""Prometheus metrics of one App (own registry, so several apps in one process don't collide).
+
+Plugins add their own metrics on ``app.metrics.registry``; the ``metrics`` plugin serves them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """The core's metrics: connections, events, ack latency, database write batches."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge(
+            "happy_socket_connections",
+            "Open sockets by client type.",
+            ["client_type"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "happy_socket_events",
+            "Handled events by name and outcome "
+            "(ok, error = documented error, internal_error, rejected = refused before the handler).",
+            ["event", "outcome"],
+            registry=self.registry,
+        )
+        self.ack_seconds = Histogram(
+            "happy_socket_ack_seconds",
+            "Time from an event's start to its ack, by event.",
+            ["event"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.db_batch_size = Histogram(
+            "happy_socket_db_write_batch_size",
+            "Atomic units committed together (SQLite group commit).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.handshake_refusals = Counter(
+            "happy_socket_handshake_refusals",
+            "Refused handshakes by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def event_done(self, event: str, outcome: str, seconds: float) -> None:
+        """Count one handled event and its latency."""
+        self.events.labels(event, outcome).inc()
+        self.ack_seconds.labels(event).observe(seconds)
