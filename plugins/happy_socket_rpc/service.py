@@ -1,0 +1,206 @@
+"""The RPC engine: registrations, the reconnect grace, and calls to local or remote holders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from .cluster import ABSENT, DISCONNECTED, Cluster, Outcome
+from .registry import Holder, LocalRegistry
+
+if TYPE_CHECKING:
+    from happy_socket import App
+
+log = logging.getLogger("happy_socket.rpc")
+
+DEFAULT_GRACE_S = 10.0
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_PREFIX = "happy-socket:rpc"
+MAX_ATTEMPTS = 5
+RECHECK_S = 1.0  # with Redis, a waiting call also re-reads the registry this often
+
+NOT_AVAILABLE: Outcome = {"ok": False, "error": "RPC method not available"}
+SAME_SOCKET: Outcome = {"ok": False, "error": "Cannot call RPC on the same socket"}
+TIMED_OUT: Outcome = {"ok": False, "error": "operation has timed out"}
+INTERNAL: Outcome = {"ok": False, "error": "Internal error"}
+
+
+def option(app: App, name: str, default: Any) -> Any:
+    """Plugin option ``rpc.<name>``: settings first, then ``HAPPY_SOCKET_RPC_<NAME>``."""
+    value = app.settings.option("rpc", name, None)
+    if value is None:
+        value = os.environ.get(f"HAPPY_SOCKET_RPC_{name.upper()}")
+    if value is None:
+        return default
+    return type(default)(value)
+
+
+class RpcService:
+    """Published as service ``rpc``: one per App."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.grace = max(0.0, float(option(app, "grace", DEFAULT_GRACE_S)))
+        self.timeout = max(0.001, float(option(app, "timeout", DEFAULT_TIMEOUT_S)))
+        self.prefix = str(option(app, "redis_prefix", DEFAULT_PREFIX))
+        self.local = LocalRegistry()
+        self.cluster: Cluster | None = None
+        self._users: dict[str, str] = {}  # connected sid -> user id
+        self._gone: dict[str, asyncio.Future[None]] = {}
+        self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the cluster when Redis is configured."""
+        if self.app.settings.redis and self.cluster is None:
+            self.cluster = Cluster(
+                self.app,
+                self.local,
+                url=self.app.settings.redis,
+                prefix=self.prefix,
+                on_request=self.serve_forwarded,
+                on_registered=self._wake,
+            )
+            await self.cluster.start()
+
+    async def stop(self) -> None:
+        """Leave the cluster (withdraws this process's registrations)."""
+        if self.cluster is not None:
+            await self.cluster.stop()
+            self.cluster = None
+
+    def connected(self, sid: str, user: str) -> None:
+        """A socket of ``user`` joined this process."""
+        self._users[sid] = user
+
+    async def disconnected(self, sid: str) -> None:
+        """A socket left: its registrations vanish and its calls in flight fail at once."""
+        user = self._users.pop(sid, None)
+        gone = self._gone.pop(sid, None)
+        if gone is not None and not gone.done():
+            gone.set_result(None)
+        keys = self.local.drop_sid(sid)
+        if self.cluster is not None and user is not None:
+            for key_user, method in keys:
+                await self.cluster.removed(key_user, method, sid)
+
+    # -- registrations ---------------------------------------------------------
+
+    async def register(self, user: str, method: str, sid: str) -> None:
+        """``sid`` now serves ``method`` (and is its most recent holder)."""
+        if self._users.get(sid) != user:
+            return  # the socket already left: a registration must not outlive it
+        score = self.local.add(user, method, sid)
+        self._wake((user, method))
+        if self.cluster is not None:
+            await self.cluster.added(user, method, sid, score)
+
+    async def unregister(self, user: str, method: str, sid: str) -> None:
+        """Remove ``sid``'s own registration of ``method`` (if any)."""
+        if self.local.remove(user, method, sid) and self.cluster is not None:
+            await self.cluster.removed(user, method, sid)
+
+    def _wake(self, key: tuple[str, str] | None) -> None:
+        groups = self._waiters.values() if key is None else [self._waiters.get(key, set())]
+        for events in groups:
+            for event in events:
+                event.set()
+
+    # -- calls -----------------------------------------------------------------
+
+    async def call(self, user: str, caller: str, method: str, params: Any) -> Outcome:
+        """Route a call from socket ``caller``; the result is the ack."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        tried: set[tuple[str | None, str]] = set()
+        attempts = 0
+        key = (user, method)
+        while True:
+            event = asyncio.Event()
+            self._waiters.setdefault(key, set()).add(event)
+            try:
+                holders = [
+                    h
+                    for h in await self.holders(user, method)
+                    if h.sid != caller and (h.pid, h.sid) not in tried
+                ]
+                if holders and attempts < MAX_ATTEMPTS:
+                    target = holders[0]
+                    attempts += 1
+                    outcome = await self._forward(target, user, method, params)
+                    if outcome is not ABSENT:
+                        return outcome
+                    tried.add((target.pid, target.sid))
+                    continue
+                if self.local.holds(user, method, caller):
+                    return SAME_SOCKET
+                remaining = deadline - loop.time()
+                if remaining <= 0 or attempts >= MAX_ATTEMPTS:
+                    return NOT_AVAILABLE
+                wait = remaining if self.cluster is None else min(remaining, RECHECK_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), wait)
+            finally:
+                events = self._waiters.get(key)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._waiters[key]
+
+    async def holders(self, user: str, method: str) -> list[Holder]:
+        """Live holders of ``method``, most recent first (local ones have ``pid`` None)."""
+        local = self.local.holders(user, method)
+        if self.cluster is None:
+            return local
+        remote = await self.cluster.lookup(user, method)
+        if remote is None:
+            return local
+        mine = self.cluster.pid
+        merged = local + [h for h in remote if h.pid != mine]
+        return sorted(merged, key=lambda h: -h.score)
+
+    async def _forward(self, target: Holder, user: str, method: str, params: Any) -> Outcome:
+        if target.pid is None:
+            return await self.call_local(user, method, target.sid, params, self.timeout)
+        assert self.cluster is not None
+        return await self.cluster.request(
+            target.pid, target.sid, user, method, params, self.timeout
+        )
+
+    async def serve_forwarded(
+        self, user: str, method: str, sid: str, params: Any, timeout: float
+    ) -> Outcome:
+        """A call forwarded by another process to one of this process's sockets."""
+        return await self.call_local(user, method, sid, params, min(timeout, self.timeout))
+
+    async def call_local(
+        self, user: str, method: str, sid: str, params: Any, timeout: float
+    ) -> Outcome:
+        """Send ``rpc-request`` to a socket of this process; fail fast if it leaves."""
+        if self._users.get(sid) != user or not self.local.holds(user, method, sid):
+            return ABSENT
+        loop = asyncio.get_running_loop()
+        gone = self._gone.get(sid)
+        if gone is None:
+            gone = self._gone[sid] = loop.create_future()
+        request = {"method": method, "params": params}
+        # our own timer decides the timeout; the router's is only a backstop
+        task = loop.create_task(
+            self.app.router.call(sid, "rpc-request", request, timeout=timeout + 5)
+        )
+        done, _ = await asyncio.wait({task, gone}, timeout=timeout, return_when="FIRST_COMPLETED")
+        if task in done:
+            exc = task.exception()
+            if exc is not None:
+                log.warning("rpc: rpc-request to %s failed: %r", sid, exc)
+                return INTERNAL
+            answer = task.result()
+            if isinstance(answer, tuple):  # several ack arguments: the first is the answer
+                answer = answer[0] if answer else None
+            return {"ok": True, "result": answer}
+        task.cancel()
+        return DISCONNECTED if gone in done else TIMED_OUT
