@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import happy_socket_notes
 import httpx
 from click.testing import CliRunner
 
-import happy_socket_notes
 from happy_socket import App, Settings, create_app
 from happy_socket.testing import ServerHarness
 
