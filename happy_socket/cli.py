@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -206,6 +207,26 @@ def serve(
         pass
 
 
+def _make_server(config: Any) -> Any:
+    """A uvicorn Server that does not re-raise SIGTERM/SIGINT once it has stopped.
+
+    uvicorn >= 0.29 re-raises the captured signal when ``serve()`` returns, which kills the
+    process before the shutdown hooks run and makes it exit by the signal instead of with 0.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+    return Server(config)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -240,7 +261,7 @@ async def _serve(settings: Settings) -> None:
             timeout_graceful_shutdown=3,
             log_config=None,
         )
-        server = uvicorn.Server(config)
+        server = _make_server(config)
         log.info(
             "happy-socket serving on http://%s:%s (socket.io path %s) database=%s redis=%s plugins=%s",
             host,
