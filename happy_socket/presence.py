@@ -1,0 +1,164 @@
+"""Presence helpers shared by plugins: heartbeat time rules, lazy activity writes, periodic sweeps.
+
+Heartbeats arrive every few seconds from every live session and machine; writing each one
+would melt the database. :class:`LazyActivityWriter` remembers the last time written per key,
+queues a write only when the time moved more than ``threshold_ms``, and flushes the queue in
+one atomic unit every few seconds (and on shutdown). Nothing here knows about sessions or
+machines: the caller supplies the function that writes a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from .context import Clock, now_ms
+
+log = logging.getLogger("happy_socket.presence")
+
+K = TypeVar("K", bound=Hashable)
+
+MAX_HEARTBEAT_AGE_MS = 10 * 60 * 1000
+WRITE_THRESHOLD_MS = 30_000
+FLUSH_INTERVAL_S = 5.0
+MAX_BATCH = 500
+
+
+def heartbeat_time(value: Any, now: int, *, max_age_ms: int = MAX_HEARTBEAT_AGE_MS) -> int | None:
+    """A heartbeat's ``time`` clamped to ``now``; None when it is not a number or too old."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    t = min(int(value), now)
+    if t < now - max_age_ms:
+        return None
+    return t
+
+
+class LazyActivityWriter(Generic[K]):
+    """Coalesces activity times per key and writes them in batches.
+
+    ``write_batch(times)`` receives ``{key: latest time}`` and must write them in one unit.
+    """
+
+    def __init__(
+        self,
+        write_batch: Callable[[dict[K, int]], Awaitable[None]],
+        *,
+        clock: Clock = now_ms,
+        threshold_ms: int = WRITE_THRESHOLD_MS,
+        max_batch: int = MAX_BATCH,
+        forget_after_ms: int = MAX_HEARTBEAT_AGE_MS,
+        name: str = "activity",
+    ) -> None:
+        self._write_batch = write_batch
+        self._clock = clock
+        self.threshold_ms = threshold_ms
+        self.max_batch = max_batch
+        self.forget_after_ms = forget_after_ms
+        self.name = name
+        self._written: dict[K, int] = {}  # last time queued for writing, per key
+        self._pending: dict[K, int] = {}
+        self._lock = asyncio.Lock()
+        self.writes = 0  # rows handed to write_batch, for tests and metrics
+
+    @property
+    def pending(self) -> dict[K, int]:
+        """A copy of what the next flush writes."""
+        return dict(self._pending)
+
+    def record(self, key: K, at: int) -> bool:
+        """Note activity of ``key`` at ``at``; True when a write was queued."""
+        last = self._written.get(key)
+        if last is not None and at - last <= self.threshold_ms:
+            return False
+        self._written[key] = at
+        self._pending[key] = max(at, self._pending.get(key, at))
+        return True
+
+    def drop(self, key: K) -> None:
+        """Forget ``key``: its pending write is dropped and its next activity is written."""
+        self._pending.pop(key, None)
+        self._written.pop(key, None)
+
+    async def flush(self) -> int:
+        """Write everything pending, in batches of ``max_batch``; returns the rows handed over."""
+        async with self._lock:
+            total = 0
+            while self._pending:
+                keys = list(self._pending)[: self.max_batch]
+                batch = {k: self._pending.pop(k) for k in keys}
+                try:
+                    await self._write_batch(batch)
+                    total += len(batch)
+                    self.writes += len(batch)
+                except Exception:
+                    log.exception("%s: writing %d activity rows failed", self.name, len(batch))
+                    for k in batch:  # the next heartbeat queues them again
+                        self._written.pop(k, None)
+                    break
+            self._forget_old()
+            return total
+
+    def _forget_old(self) -> None:
+        cutoff = self._clock() - self.forget_after_ms
+        for key in [k for k, t in self._written.items() if t < cutoff]:
+            del self._written[key]
+
+    async def run(self, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        """Flush every ``interval_s`` seconds until cancelled."""
+        await every(interval_s, self.flush, name=f"{self.name} flush")
+
+
+async def every(interval_s: float, fn: Callable[[], Awaitable[Any]], *, name: str) -> None:
+    """Call ``fn`` every ``interval_s`` seconds until cancelled; failures are logged, not fatal."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("periodic task %s failed", name)
+
+
+class TimedCache(Generic[K]):
+    """Remembers keys until their expiry (in clock milliseconds); bounded in size."""
+
+    def __init__(self, *, clock: Clock = now_ms, max_size: int = 100_000) -> None:
+        self._clock = clock
+        self._expiry: dict[K, int] = {}
+        self.max_size = max_size
+
+    def __contains__(self, key: object) -> bool:
+        expiry = self._expiry.get(key)  # type: ignore[arg-type]
+        if expiry is None:
+            return False
+        if expiry <= self._clock():
+            self._expiry.pop(key, None)  # type: ignore[arg-type]
+            return False
+        return True
+
+    def add(self, key: K, ttl_ms: int) -> None:
+        """Remember ``key`` for ``ttl_ms``."""
+        if len(self._expiry) >= self.max_size:
+            self.prune()
+            if len(self._expiry) >= self.max_size:
+                self._expiry.clear()
+        self._expiry[key] = self._clock() + ttl_ms
+
+    def discard(self, key: K) -> None:
+        """Forget ``key``."""
+        self._expiry.pop(key, None)
+
+    def prune(self) -> None:
+        """Drop expired keys."""
+        now = self._clock()
+        for key in [k for k, t in self._expiry.items() if t <= now]:
+            del self._expiry[key]
+
+    def __len__(self) -> int:
+        return len(self._expiry)

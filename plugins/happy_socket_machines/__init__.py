@@ -1,0 +1,87 @@
+"""Machines (PROTOCOL.md §4.2, §6, §8, §10): daemons' metadata and state, presence.
+
+Publishes ``app.service("machines")`` (see :class:`MachinesService`).
+"""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+
+from happy_socket import App, ClientType, Context, Registry, Routes, Services, hookimpl
+from happy_socket.presence import every
+
+from . import handlers, http
+from .service import MachinesService
+from .tables import machines
+
+__all__ = ["MachinesService"]
+
+SWEEP_INTERVAL_S = 60.0
+FLUSH_INTERVAL_S = 5.0
+
+
+def _service(app: App) -> MachinesService:
+    svc: MachinesService = app.service("machines")
+    return svc
+
+
+@hookimpl
+def register_services(services: Services, app: App) -> None:
+    services.add("machines", MachinesService(app))
+
+
+@hookimpl
+def register_tables(metadata: sa.MetaData) -> None:
+    machines.to_metadata(metadata)
+
+
+@hookimpl
+def register_handlers(registry: Registry) -> None:
+    registry.add("machine-alive", handlers.machine_alive)
+    registry.add("machine-update-metadata", handlers.machine_update_metadata)
+    registry.add("machine-update-state", handlers.machine_update_state)
+
+
+@hookimpl
+def register_routes(routes: Routes) -> None:
+    http.register(routes)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from .commands import machines_group
+
+    cli.add_command(machines_group)
+
+
+@hookimpl
+async def on_connect(ctx: Context) -> None:
+    conn = ctx.connection
+    if conn.client_type is ClientType.MACHINE and conn.machine_id is not None:
+        svc = _service(ctx.app)
+        svc.connected(conn.user_id, conn.machine_id, conn.sid)
+        await svc.announce(conn.user_id, conn.machine_id, True, ctx.clock())
+
+
+@hookimpl
+async def on_disconnect(ctx: Context) -> None:
+    conn = ctx.connection
+    if conn.client_type is ClientType.MACHINE and conn.machine_id is not None:
+        svc = _service(ctx.app)
+        svc.disconnected(conn.user_id, conn.machine_id, conn.sid)
+        await svc.announce(conn.user_id, conn.machine_id, False, ctx.clock())
+
+
+@hookimpl
+async def startup(app: App) -> None:
+    svc = _service(app)
+    interval = float(app.settings.option("machines", "sweep_interval", SWEEP_INTERVAL_S))
+    flush = float(app.settings.option("machines", "flush_interval", FLUSH_INTERVAL_S))
+    app.spawn(svc.writer.run(flush), name="machines-activity-flush")
+    app.spawn(every(interval, svc.sweep, name="machines presence sweep"), name="machines-sweep")
+
+
+@hookimpl
+async def shutdown(app: App) -> None:
+    await _service(app).writer.flush()

@@ -1,0 +1,264 @@
+"""The machines service: storage, compare-and-set, presence, library API (PROTOCOL.md §4.2, §8).
+
+Published as ``app.service("machines")``. Every query is scoped by the user id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from happy_socket import (
+    App,
+    Conflict,
+    MachineScopedOnly,
+    NotFound,
+    Tx,
+    UserScopedOnly,
+    VersionMismatch,
+)
+from happy_socket.presence import LazyActivityWriter, TimedCache
+
+from .tables import machine_json, machines, new_machine_body
+
+log = logging.getLogger("happy_socket.machines")
+
+OWNED_TTL_MS = 30_000
+NOT_OWNED_TTL_MS = 5_000
+TIMEOUT_MS = 10 * 60 * 1000
+MACHINE_ELSEWHERE = "Machine ID already exists for another account"
+
+Key = tuple[str, str]  # (user id, machine id)
+
+FIELDS = {
+    "metadata": (machines.c.metadata, machines.c.metadata_version),
+    "daemonState": (machines.c.daemon_state, machines.c.daemon_state_version),
+}
+
+
+class MachinesService:
+    """Machines of users; one instance per App."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
+        self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
+        self._online: dict[Key, set[str]] = {}
+        self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
+            self._write_activity, clock=app.clock, name="machine activity"
+        )
+
+    # -- library API ---------------------------------------------------------
+
+    async def owns(self, user_id: str, machine_id: str) -> bool:
+        """True when ``machine_id`` is ``user_id``'s (answers cached ~30 s)."""
+        key = (user_id, machine_id)
+        if key in self._owned:
+            return True
+        if key in self._not_owned:
+            return False
+        t = machines
+        row = await self.app.db.fetch_one(
+            sa.select(t.c.id).where(t.c.id == machine_id, t.c.account_id == user_id)
+        )
+        if row is None:
+            self._not_owned.add(key, NOT_OWNED_TTL_MS)
+            return False
+        self._owned.add(key, OWNED_TTL_MS)
+        return True
+
+    async def create_or_load(
+        self,
+        user_id: str,
+        machine_id: str,
+        metadata: str,
+        daemon_state: str | None = None,
+        data_encryption_key: bytes | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The user's machine ``machine_id``, created and announced if missing.
+
+        Returns the ``POST /v1/machines`` shape (no ``seq``); raises Conflict when the
+        id belongs to another user.
+        """
+        t = machines
+        now = self.app.clock()
+        insert = (
+            self.app.db.insert(t)
+            .values(
+                id=machine_id,
+                account_id=user_id,
+                seq=0,
+                metadata=metadata,
+                metadata_version=1,
+                daemon_state=daemon_state or None,
+                daemon_state_version=1 if daemon_state else 0,
+                data_encryption_key=data_encryption_key,
+                active=False,
+                last_active_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(*t.c)
+        )
+
+        async def unit(tx: Tx) -> tuple[dict[str, Any], tuple[int, int] | None]:
+            row = await tx.fetch_one(insert)
+            if row is not None:
+                first = await self.app.accounts.next_seq(user_id, tx)
+                second = await self.app.accounts.next_seq(user_id, tx)
+                return row, (first, second)
+            existing = await tx.fetch_one(sa.select(t).where(t.c.id == machine_id))
+            assert existing is not None
+            return existing, None
+
+        row, seqs = await self.app.db.write(unit)
+        if row["account_id"] != user_id:
+            raise Conflict(MACHINE_ELSEWHERE)
+        key = (user_id, machine_id)
+        self._not_owned.discard(key)
+        self._owned.add(key, OWNED_TTL_MS)
+        if seqs is not None:
+            router = self.app.router
+            await router.send_update(user_id, seqs[0], new_machine_body(row), UserScopedOnly())
+            body = {
+                "t": "update-machine",
+                "machineId": machine_id,
+                "metadata": {"value": metadata, "version": 1},
+            }
+            await router.send_update(user_id, seqs[1], body, MachineScopedOnly(machine_id))
+        return machine_json(row, seq=False), seqs is not None
+
+    async def get(self, user_id: str, machine_id: str) -> dict[str, Any] | None:
+        """One machine of the user (``GET /v1/machines/:id`` shape), or None."""
+        t = machines
+        row = await self.app.db.fetch_one(
+            sa.select(t).where(t.c.id == machine_id, t.c.account_id == user_id)
+        )
+        return None if row is None else machine_json(row)
+
+    async def list(self, user_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The user's machines, most recently active first."""
+        t = machines
+        query = (
+            sa.select(t)
+            .where(t.c.account_id == user_id)
+            .order_by(t.c.last_active_at.desc(), t.c.id)
+        )
+        if limit is not None:
+            query = query.limit(max(0, limit))
+        return [machine_json(r) for r in await self.app.db.fetch_all(query)]
+
+    def is_online(self, user_id: str, machine_id: str) -> bool:
+        """True when a machine-scoped socket of this machine is connected to this process."""
+        return bool(self._online.get((user_id, machine_id)))
+
+    # -- connections ---------------------------------------------------------
+
+    def connected(self, user_id: str, machine_id: str, sid: str) -> None:
+        """A machine-scoped socket joined."""
+        self._online.setdefault((user_id, machine_id), set()).add(sid)
+
+    def disconnected(self, user_id: str, machine_id: str, sid: str) -> None:
+        """A machine-scoped socket left."""
+        key = (user_id, machine_id)
+        sids = self._online.get(key)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self._online[key]
+
+    async def announce(self, user_id: str, machine_id: str, active: bool, at: int) -> None:
+        """Emit ``machine-activity`` to the user's apps."""
+        payload = {"type": "machine-activity", "id": machine_id, "active": active, "activeAt": at}
+        await self.app.router.emit_ephemeral(user_id, payload, UserScopedOnly())
+
+    # -- socket events -------------------------------------------------------
+
+    async def compare_and_set(
+        self, user_id: str, machine_id: str, field: str, value: str, expected: int
+    ) -> int:
+        """Set ``field`` if its version is ``expected``; announce; return the new version.
+
+        Raises NotFound("Machine not found"), or VersionMismatch with fresh values.
+        """
+        value_col, version_col = FIELDS[field]
+        t = machines
+        now = self.app.clock()
+        where = (t.c.id == machine_id, t.c.account_id == user_id)
+        values: dict[str, Any] = {
+            value_col.name: value,
+            version_col.name: version_col + 1,
+            "updated_at": now,
+        }
+        if field == "daemonState":
+            values.update(active=True, last_active_at=now)
+        update = t.update().where(*where, version_col == expected).values(values)
+
+        async def unit(tx: Tx) -> tuple[int, int] | dict[str, Any] | None:
+            version = await tx.fetch_val(update.returning(version_col))
+            if version is not None:
+                return int(version), await self.app.accounts.next_seq(user_id, tx)
+            return await tx.fetch_one(sa.select(value_col, version_col).where(*where))
+
+        outcome = await self.app.db.write(unit)
+        if outcome is None:
+            raise NotFound("Machine not found")
+        if isinstance(outcome, dict):
+            raise VersionMismatch(
+                version=int(outcome[version_col.name]), **{field: outcome[value_col.name]}
+            )
+        version, seq = outcome
+        body = {
+            "t": "update-machine",
+            "machineId": machine_id,
+            field: {"value": value, "version": version},
+        }
+        await self.app.router.send_update(user_id, seq, body, MachineScopedOnly(machine_id))
+        return version
+
+    async def heartbeat(self, user_id: str, machine_id: str, at: int) -> bool:
+        """``machine-alive``: announce activity and queue a lazy write; False when ignored."""
+        if not await self.owns(user_id, machine_id):
+            return False
+        self.writer.record((user_id, machine_id), at)
+        await self.announce(user_id, machine_id, True, at)
+        return True
+
+    async def _write_activity(self, batch: dict[Key, int]) -> None:
+        t = machines
+
+        async def unit(tx: Tx) -> None:
+            for (user_id, machine_id), at in batch.items():
+                await tx.execute(
+                    t.update()
+                    .where(
+                        t.c.id == machine_id,
+                        t.c.account_id == user_id,
+                        t.c.last_active_at < at,
+                    )
+                    .values(active=True, last_active_at=at)
+                )
+
+        await self.app.db.write(unit)
+
+    async def sweep(self) -> int:
+        """Mark machines silent for 10 minutes inactive; each row is flipped and announced once."""
+        await self.writer.flush()
+        self._owned.prune()
+        self._not_owned.prune()
+        t = machines
+        stmt = (
+            t.update()
+            .where(t.c.active == sa.true(), t.c.last_active_at < self.app.clock() - TIMEOUT_MS)
+            .values(active=False)
+            .returning(t.c.id, t.c.account_id, t.c.last_active_at)
+        )
+        rows = await self.app.db.write(lambda tx: tx.fetch_all(stmt))
+        for row in rows:
+            await self.announce(row["account_id"], row["id"], False, int(row["last_active_at"]))
+        if rows:
+            log.info("presence sweep: %d machine(s) timed out", len(rows))
+        return len(rows)

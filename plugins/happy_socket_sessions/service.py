@@ -1,0 +1,397 @@
+"""The sessions service: storage, compare-and-set, messages, presence, and the library API (§8).
+
+Published as ``app.service("sessions")``. Every query is scoped by the user id.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from happy_socket import (
+    App,
+    InterestedInSession,
+    NotFound,
+    Tx,
+    UserScopedOnly,
+    VersionMismatch,
+    new_id,
+)
+from happy_socket.presence import LazyActivityWriter, TimedCache
+
+from .focus import AppFocus
+from .tables import message_json, session_json, session_messages, sessions
+
+log = logging.getLogger("happy_socket.sessions")
+
+OWNED_TTL_MS = 30_000
+NOT_OWNED_TTL_MS = 5_000
+END_SUPPRESS_MS = 60_000
+TIMEOUT_MS = 10 * 60 * 1000
+LIST_LIMIT = 150
+
+DeleteListener = Callable[[Tx, str, str], Awaitable[None]]
+Key = tuple[str, str]  # (user id, session id)
+
+# wire name -> (value column, version column)
+FIELDS = {
+    "metadata": (sessions.c.metadata, sessions.c.metadata_version),
+    "agentState": (sessions.c.agent_state, sessions.c.agent_state_version),
+}
+
+
+class MessageResult:
+    """A stored (or already stored) message."""
+
+    __slots__ = ("created", "message", "seq")
+
+    def __init__(self, message: dict[str, Any], created: bool, seq: int | None) -> None:
+        self.message = message
+        self.created = created
+        self.seq = seq  # the user's update seq allocated with it
+
+
+class SessionsService:
+    """Sessions of users; one instance per App."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
+        self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
+        self._ended: dict[Key, int] = {}
+        self._delete_listeners: list[DeleteListener] = []
+        self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
+            self._write_activity, clock=app.clock, name="session activity"
+        )
+        self.focus = AppFocus(app.settings.redis)
+
+    # -- ownership -----------------------------------------------------------
+
+    async def owns(self, user_id: str, session_id: str) -> bool:
+        """True when ``session_id`` is ``user_id``'s (answers cached ~30 s)."""
+        key = (user_id, session_id)
+        if key in self._owned:
+            return True
+        if key in self._not_owned:
+            return False
+        t = sessions
+        row = await self.app.db.fetch_one(
+            sa.select(t.c.id).where(t.c.id == session_id, t.c.account_id == user_id)
+        )
+        if row is None:
+            self._not_owned.add(key, NOT_OWNED_TTL_MS)
+            return False
+        self._owned.add(key, OWNED_TTL_MS)
+        return True
+
+    def add_delete_listener(self, fn: DeleteListener) -> None:
+        """Call ``await fn(tx, user_id, session_id)`` inside every session's delete unit."""
+        self._delete_listeners.append(fn)
+
+    # -- library API ---------------------------------------------------------
+
+    async def create_or_load(
+        self,
+        user_id: str,
+        tag: str,
+        metadata: str,
+        agent_state: str | None = None,
+        data_encryption_key: bytes | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The user's session with ``tag``, created (and announced) if missing."""
+        t = sessions
+        now = self.app.clock()
+        insert = (
+            self.app.db.insert(t)
+            .values(
+                id=new_id(),
+                account_id=user_id,
+                tag=tag,
+                seq=0,
+                metadata=metadata,
+                metadata_version=0,
+                agent_state=agent_state,
+                agent_state_version=0,
+                data_encryption_key=data_encryption_key,
+                active=True,
+                last_active_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["account_id", "tag"])
+            .returning(*t.c)
+        )
+
+        async def unit(tx: Tx) -> tuple[dict[str, Any], int | None]:
+            row = await tx.fetch_one(insert)
+            if row is not None:
+                return row, await self.app.accounts.next_seq(user_id, tx)
+            existing = await tx.fetch_one(
+                sa.select(t).where(t.c.account_id == user_id, t.c.tag == tag)
+            )
+            assert existing is not None
+            return existing, None
+
+        row, seq = await self.app.db.write(unit)
+        key = (user_id, row["id"])
+        self._ended.pop(key, None)
+        self._not_owned.discard(key)
+        self._owned.add(key, OWNED_TTL_MS)
+        session = session_json(row)
+        if seq is not None:
+            body = {"t": "new-session", **session}
+            await self.app.router.send_update(user_id, seq, body, UserScopedOnly())
+        return session, seq is not None
+
+    async def get(self, user_id: str, session_id: str) -> dict[str, Any] | None:
+        """One session of the user, or None."""
+        t = sessions
+        row = await self.app.db.fetch_one(
+            sa.select(t).where(t.c.id == session_id, t.c.account_id == user_id)
+        )
+        return None if row is None else session_json(row)
+
+    async def list(self, user_id: str, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
+        """The user's sessions, most recently updated first."""
+        t = sessions
+        rows = await self.app.db.fetch_all(
+            sa.select(t)
+            .where(t.c.account_id == user_id)
+            .order_by(t.c.updated_at.desc(), t.c.id)
+            .limit(max(0, limit))
+        )
+        return [session_json(r) for r in rows]
+
+    async def messages(
+        self, user_id: str, session_id: str, limit: int = LIST_LIMIT
+    ) -> builtins.list[dict[str, Any]] | None:
+        """The session's latest messages, newest first; None when it is not the user's."""
+        if await self.get(user_id, session_id) is None:
+            return None
+        m = session_messages
+        rows = await self.app.db.fetch_all(
+            sa.select(m)
+            .where(m.c.session_id == session_id)
+            .order_by(m.c.seq.desc())
+            .limit(max(0, limit))
+        )
+        return [message_json(r) for r in rows]
+
+    async def delete(self, user_id: str, session_id: str) -> bool:
+        """Delete the session, its messages and dependants (listeners); announce it."""
+        t, m = sessions, session_messages
+
+        async def unit(tx: Tx) -> int | None:
+            deleted = await tx.fetch_val(
+                t.delete().where(t.c.id == session_id, t.c.account_id == user_id).returning(t.c.id)
+            )
+            if deleted is None:
+                return None
+            await tx.execute(m.delete().where(m.c.session_id == session_id))
+            for listener in self._delete_listeners:
+                await listener(tx, user_id, session_id)
+            return await self.app.accounts.next_seq(user_id, tx)
+
+        key = (user_id, session_id)
+        self._owned.discard(key)
+        seq = await self.app.db.write(unit)
+        self._owned.discard(key)
+        self.writer.drop(key)
+        self._ended.pop(key, None)
+        if seq is None:
+            return False
+        body = {"t": "delete-session", "sid": session_id}
+        await self.app.router.send_update(user_id, seq, body, UserScopedOnly())
+        return True
+
+    async def app_active(self, user_id: str) -> bool:
+        """True when the user has an app in the foreground (PROTOCOL.md §7)."""
+        return await self.focus.active(user_id)
+
+    # -- socket events -------------------------------------------------------
+
+    async def compare_and_set(
+        self, user_id: str, session_id: str, field: str, value: str | None, expected: int
+    ) -> int:
+        """Set ``field`` if its version is ``expected``; announce; return the new version.
+
+        Raises NotFound, or VersionMismatch carrying the current (fresh) version and value.
+        """
+        value_col, version_col = FIELDS[field]
+        t = sessions
+        now = self.app.clock()
+        where = (t.c.id == session_id, t.c.account_id == user_id)
+        update = (
+            t.update()
+            .where(*where, version_col == expected)
+            .values({value_col.name: value, version_col.name: version_col + 1, "updated_at": now})
+            .returning(version_col)
+        )
+
+        async def unit(tx: Tx) -> tuple[int, int] | dict[str, Any] | None:
+            version = await tx.fetch_val(update)
+            if version is not None:
+                return int(version), await self.app.accounts.next_seq(user_id, tx)
+            return await tx.fetch_one(sa.select(value_col, version_col).where(*where))
+
+        outcome = await self.app.db.write(unit)
+        if outcome is None:
+            raise NotFound(None)
+        if isinstance(outcome, dict):
+            raise VersionMismatch(
+                version=int(outcome[version_col.name]), **{field: outcome[value_col.name]}
+            )
+        version, seq = outcome
+        body = {
+            "t": "update-session",
+            "id": session_id,
+            field: {"value": value, "version": version},
+        }
+        await self.app.router.send_update(user_id, seq, body, InterestedInSession(session_id))
+        return version
+
+    async def add_message(
+        self, user_id: str, session_id: str, content: str, local_id: str | None
+    ) -> MessageResult | None:
+        """Store a message with the next gapless seq (idempotent per localId); None if not owned.
+
+        The session row is locked first, so the duplicate check, the seq and the insert
+        are one atomic step even with concurrent writers on PostgreSQL.
+        """
+        t, m = sessions, session_messages
+        now = self.app.clock()
+
+        async def unit(tx: Tx) -> MessageResult | None:
+            owned = await tx.fetch_val(
+                sa.select(t.c.id)
+                .where(t.c.id == session_id, t.c.account_id == user_id)
+                .with_for_update()
+            )
+            if owned is None:
+                return None
+            if local_id is not None:
+                existing = await tx.fetch_one(
+                    sa.select(m).where(m.c.session_id == session_id, m.c.local_id == local_id)
+                )
+                if existing is not None:
+                    return MessageResult(message_json(existing), False, None)
+            seq = await tx.fetch_val(
+                t.update()
+                .where(t.c.id == session_id, t.c.account_id == user_id)
+                .values(seq=t.c.seq + 1, updated_at=now)
+                .returning(t.c.seq)
+            )
+            row = await tx.fetch_one(
+                self.app.db.insert(m)
+                .values(
+                    id=new_id(),
+                    session_id=session_id,
+                    seq=seq,
+                    local_id=local_id,
+                    content=content,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(*m.c)
+            )
+            assert row is not None
+            return MessageResult(
+                message_json(row), True, await self.app.accounts.next_seq(user_id, tx)
+            )
+
+        return await self.app.db.write(unit)
+
+    async def heartbeat(self, user_id: str, session_id: str, at: int, thinking: bool) -> bool:
+        """``session-alive``: announce activity and queue a lazy write; False when ignored."""
+        key = (user_id, session_id)
+        ended = self._ended.get(key)
+        if ended is not None:
+            if self.app.clock() - ended < END_SUPPRESS_MS:
+                return False
+            del self._ended[key]
+        if not await self.owns(user_id, session_id):
+            return False
+        self.writer.record(key, at)
+        payload = {
+            "type": "activity",
+            "id": session_id,
+            "active": True,
+            "activeAt": at,
+            "thinking": thinking,
+        }
+        await self.app.router.emit_ephemeral(user_id, payload, UserScopedOnly())
+        return True
+
+    async def end(self, user_id: str, session_id: str, at: int) -> bool:
+        """``session-end``: mark inactive now, suppress heartbeats for a minute, announce."""
+        t = sessions
+        stmt = (
+            t.update()
+            .where(t.c.id == session_id, t.c.account_id == user_id)
+            .values(active=False, last_active_at=at)
+            .returning(t.c.id)
+        )
+        if await self.app.db.write(lambda tx: tx.fetch_val(stmt)) is None:
+            return False
+        key = (user_id, session_id)
+        self._ended[key] = self.app.clock()
+        self.writer.drop(key)
+        payload = {
+            "type": "activity",
+            "id": session_id,
+            "active": False,
+            "activeAt": at,
+            "thinking": False,
+        }
+        await self.app.router.emit_ephemeral(user_id, payload, UserScopedOnly())
+        return True
+
+    async def _write_activity(self, batch: dict[Key, int]) -> None:
+        t = sessions
+
+        async def unit(tx: Tx) -> None:
+            for (user_id, session_id), at in batch.items():
+                await tx.execute(
+                    t.update()
+                    .where(
+                        t.c.id == session_id,
+                        t.c.account_id == user_id,
+                        t.c.last_active_at < at,
+                    )
+                    .values(active=True, last_active_at=at)
+                )
+
+        await self.app.db.write(unit)
+
+    async def sweep(self) -> int:
+        """Mark sessions silent for 10 minutes inactive; each row is flipped and announced once."""
+        await self.writer.flush()
+        now = self.app.clock()
+        for key in [k for k, at in self._ended.items() if now - at >= END_SUPPRESS_MS]:
+            del self._ended[key]
+        self._owned.prune()
+        self._not_owned.prune()
+        t = sessions
+        stmt = (
+            t.update()
+            .where(t.c.active == sa.true(), t.c.last_active_at < now - TIMEOUT_MS)
+            .values(active=False)
+            .returning(t.c.id, t.c.account_id, t.c.last_active_at)
+        )
+        rows = await self.app.db.write(lambda tx: tx.fetch_all(stmt))
+        for row in rows:
+            payload = {
+                "type": "activity",
+                "id": row["id"],
+                "active": False,
+                "activeAt": int(row["last_active_at"]),
+                "thinking": False,
+            }
+            await self.app.router.emit_ephemeral(row["account_id"], payload, UserScopedOnly())
+        if rows:
+            log.info("presence sweep: %d session(s) timed out", len(rows))
+        return len(rows)
