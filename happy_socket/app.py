@@ -145,7 +145,9 @@ class App:
         try:
             await self.db.connect()
         except Exception as exc:
-            raise ConfigError(f"Cannot connect to the database {self.settings.db}: {exc}.") from exc
+            raise ConfigError(
+                f"Cannot connect to the database {self.settings.db}: {_reason(exc)}."
+            ) from exc
         try:
             report = await upgrade(self.db, self.tables, self.migrations)
             if self.settings.redis:
@@ -164,7 +166,9 @@ class App:
         try:
             await client.ping()
         except Exception as exc:
-            raise ConfigError(f"Cannot connect to Redis at {self.settings.redis}: {exc}.") from exc
+            raise ConfigError(
+                f"Cannot connect to Redis at {self.settings.redis}: {_reason(exc)}."
+            ) from exc
         finally:
             await client.aclose()
 
@@ -271,6 +275,10 @@ class App:
     def service(self, name: str) -> Any:
         """A plugin's public service object, or None."""
         return self.services.get(name)
+
+
+def _reason(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).strip().rstrip(".")
 
 
 def create_app(
