@@ -57,8 +57,18 @@ async def test_register_and_unregister_replies(make_server: ServerFactory) -> No
 
 @pytest.mark.parametrize(
     "payload",
-    [None, 42, "m", [1], {}, {"method": ""}, {"method": 7}, {"method": None},
-     {"method": ["a"]}, {"method": "x" * 5000}],
+    [
+        None,
+        42,
+        "m",
+        [1],
+        {},
+        {"method": ""},
+        {"method": 7},
+        {"method": None},
+        {"method": ["a"]},
+        {"method": "x" * 5000},
+    ],
 )
 async def test_invalid_method_names(make_server: ServerFactory, payload: Any) -> None:
     server = await rpc_server(make_server)
@@ -137,7 +147,9 @@ async def test_grace_finds_a_late_registration(make_server: ServerFactory) -> No
     caller = await server.client("alice")
     late = await server.client("alice", client_type="machine-scoped", machine_id="M1")
     answer_with(late, "late")
-    call = asyncio.ensure_future(caller.call("rpc-call", {"method": "M1:x", "params": 1}, timeout=8))
+    call = asyncio.ensure_future(
+        caller.call("rpc-call", {"method": "M1:x", "params": 1}, timeout=8)
+    )
     await asyncio.sleep(0.3)
     assert not call.done()
     started = time.monotonic()

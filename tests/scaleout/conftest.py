@@ -1,0 +1,228 @@
+"""Several ``happy-socket serve`` processes sharing one PostgreSQL database and one Redis.
+
+``await cluster(n, grace=..., timeout=...)`` starts ``n`` processes on free ports (each with
+``--db``, ``--redis``, one shared ``--secret`` and a Redis key prefix private to the test),
+waits for ``/health`` and returns a :class:`Cluster`; teardown sends SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+
+from happy_socket import App, Settings, create_app
+from happy_socket.testing import TestSocket
+
+SECRET = "scaleout-secret-0123456789abcdef0123456789"
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def command() -> list[str]:
+    """How to run ``happy-socket`` with the Python running the tests."""
+    beside = Path(sys.executable).parent / "happy-socket"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("happy-socket")
+    return [found] if found else [sys.executable, "-c", "from happy_socket.cli import main; main()"]
+
+
+class Process:
+    """One ``happy-socket serve`` subprocess."""
+
+    def __init__(self, index: int, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.index = index
+        self.args = args
+        self.env = env
+        self.log = log
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Launch the process (on the same port as before when restarted)."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [*command(), "serve", "--port", str(self.port), *self.args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    async def wait_healthy(self) -> None:
+        """Wait until ``GET /health`` answers 200."""
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
+        async with httpx.AsyncClient() as http:
+            while True:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"process {self.index} exited:\n{self.output()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(self.url + "/health", timeout=1)).status_code == 200:
+                        return
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"process {self.index} not healthy:\n{self.output()}")
+                await asyncio.sleep(0.05)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` (SIGKILL by default: no cleanup at all)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10) -> int:
+        """Wait for the process to exit; its exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def output(self) -> str:
+        """The process's log so far (last 4000 characters)."""
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+class Cluster:
+    """N processes, a token issuer on the same database, and clients bound to a process."""
+
+    def __init__(self, app: App, processes: list[Process], prefix: str, redis: str) -> None:
+        self.app = app
+        self.processes = processes
+        self.prefix = prefix
+        self.redis = redis
+        self._sockets: list[TestSocket] = []
+
+    def __getitem__(self, index: int) -> Process:
+        return self.processes[index]
+
+    async def token(self, user: str) -> str:
+        """A token for ``user``; the account is created in the shared database."""
+        return await self.app.issue_token(user)
+
+    async def client(
+        self,
+        index: int,
+        user: str,
+        *,
+        client_type: str | None = None,
+        session_id: str | None = None,
+        machine_id: str | None = None,
+    ) -> TestSocket:
+        """A websocket client of ``user`` connected to process ``index``."""
+        auth: dict[str, Any] = {"token": await self.token(user)}
+        if client_type is not None:
+            auth["clientType"] = client_type
+        if session_id is not None:
+            auth["sessionId"] = session_id
+        if machine_id is not None:
+            auth["machineId"] = machine_id
+        client = socketio.AsyncClient(reconnection=False)
+        sock = TestSocket(client, user)
+        await client.connect(
+            self.processes[index].url,
+            socketio_path="/v1/updates",
+            auth=auth,
+            transports=["websocket"],
+            wait_timeout=5,
+        )
+        self._sockets.append(sock)
+        return sock
+
+    async def close_clients(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sock.disconnect(), 2)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- process {p.index} ---\n{p.output()}" for p in self.processes)
+
+
+ClusterFactory = Callable[..., Awaitable[Cluster]]
+
+
+def unique_user(name: str = "u") -> str:
+    """A user id no other test (or concurrently running suite) uses."""
+    return f"{name}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def cluster(
+    pg_url: str, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[ClusterFactory]:
+    """``await cluster(n=2, grace=10.0, timeout=10.0, redis=None)`` -> a started Cluster."""
+    made: list[Cluster] = []
+    issuers: list[App] = []
+
+    async def make(
+        n: int = 2, *, grace: float = 10.0, timeout: float = 10.0, redis: str | None = None
+    ) -> Cluster:
+        redis = redis or redis_url
+        app = create_app(Settings(db=pg_url, secret=SECRET))
+        await app.startup()  # creates/migrates the schema before the processes start
+        issuers.append(app)
+        prefix = f"hs-test:{uuid.uuid4().hex[:12]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HAPPY_SOCKET_")}
+        env |= {"HAPPY_SOCKET_RPC_TIMEOUT": str(timeout), "HAPPY_SOCKET_RPC_REDIS_PREFIX": prefix}
+        args = ["--db", pg_url, "--redis", redis, "--secret", SECRET]
+        args += ["--rpc-grace", str(grace), "--log-level", "info"]
+        processes = [
+            Process(i, args, env, tmp_path / f"serve-{len(made)}-{i}.log") for i in range(n)
+        ]
+        result = Cluster(app, processes, prefix, redis)
+        made.append(result)
+        for p in processes:
+            p.start()
+        await asyncio.gather(*(p.wait_healthy() for p in processes))
+        return result
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for c in made:
+        await c.close_clients()
+        for p in c.processes:
+            p.stop()
+        if failed is not None and failed.failed:
+            print(c.logs())
+    for app in issuers:
+        await app.shutdown()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
