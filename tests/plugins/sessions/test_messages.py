@@ -6,9 +6,9 @@ import asyncio
 
 import httpx
 import sqlalchemy as sa
+from happy_socket_sessions.tables import session_messages
 
 from happy_socket.testing import ServerHarness
-from happy_socket_sessions.tables import session_messages
 from tests.plugins.sessions.support import body_of
 
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
+from happy_socket_sessions.tables import sessions
 
 from happy_socket.presence import LazyActivityWriter, heartbeat_time
 from happy_socket.testing import ServerHarness
-from happy_socket_sessions.tables import sessions
 from tests.plugins.sessions.support import MIN, FakeClock, make_app
 
 
