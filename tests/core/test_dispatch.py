@@ -91,7 +91,9 @@ async def test_return_value_is_the_ack() -> None:
     app = make_app()
     connect(app)
     assert await app.dispatcher.run("sid1", handler(app, "echo"), [1, "x"]) == {
-        "ok": True, "echo": [1, "x"], "user": "alice",
+        "ok": True,
+        "echo": [1, "x"],
+        "user": "alice",
     }
 
 
@@ -112,7 +114,9 @@ async def test_typed_errors_render_through_the_envelope(envelope: str, expected:
 async def test_error_without_message() -> None:
     app = make_app()
     connect(app)
-    assert await app.dispatcher.run("sid1", handler(app, "invalid-bare"), None) == {"result": "error"}
+    assert await app.dispatcher.run("sid1", handler(app, "invalid-bare"), None) == {
+        "result": "error"
+    }
 
 
 @pytest.mark.parametrize(
@@ -120,7 +124,10 @@ async def test_error_without_message() -> None:
     [
         ("result", {"result": "version-mismatch", "version": 3, "metadata": "current"}),
         ("ok", {"ok": False, "error": "version-mismatch", "version": 3, "metadata": "current"}),
-        ("success", {"success": False, "error": "version-mismatch", "version": 3, "metadata": "current"}),
+        (
+            "success",
+            {"success": False, "error": "version-mismatch", "version": 3, "metadata": "current"},
+        ),
     ],
 )
 async def test_version_mismatch_renders_fields(envelope: str, expected: Any) -> None:
@@ -154,7 +161,8 @@ async def test_unexpected_error_is_logged_and_answered(
 async def test_event_of_unknown_socket_is_answered_unauthorized() -> None:
     app = make_app()
     assert await app.dispatcher.run("ghost", handler(app, "echo"), {}) == {
-        "result": "error", "message": "Unauthorized",
+        "result": "error",
+        "message": "Unauthorized",
     }
 
 
@@ -163,7 +171,9 @@ async def test_ordered_events_of_one_socket_run_in_arrival_order() -> None:
     connect(app)
     seen_order.clear()
     h = handler(app, "ordered")
-    tasks = [asyncio.ensure_future(app.dispatcher.run_ordered("sid1", h, {"i": i})) for i in range(200)]
+    tasks = [
+        asyncio.ensure_future(app.dispatcher.run_ordered("sid1", h, {"i": i})) for i in range(200)
+    ]
     results = await asyncio.gather(*tasks)
     assert seen_order == list(range(200))
     assert [r["i"] for r in results] == list(range(200))
@@ -199,8 +209,20 @@ async def demo(make_server: Any) -> ServerHarness:
 
 
 ODD_INPUTS: list[Any] = [
-    None, 0, -1, 2**53, 1.5, True, "", "x" * 100_000, [], [1, [2, [3]]], {"a": None},
-    {"nested": [[[[[[[[[[]]]]]]]]]]}, "\u0000\ud7ff\uffff", {"sid": {"$gt": ""}},
+    None,
+    0,
+    -1,
+    2**53,
+    1.5,
+    True,
+    "",
+    "x" * 100_000,
+    [],
+    [1, [2, [3]]],
+    {"a": None},
+    {"nested": [[[[[[[[[[]]]]]]]]]]},
+    "\u0000\ud7ff\uffff",
+    {"sid": {"$gt": ""}},
 ]
 
 
@@ -210,7 +232,8 @@ async def test_every_ack_is_answered_for_odd_inputs(demo: ServerHarness) -> None
         assert (await sock.call("echo", value))["echo"] == value
         assert await sock.call("boom-ok", value) == {"ok": False, "error": "Internal error"}
         assert await sock.call("not-found-success", value) == {
-            "success": False, "error": "Session not found",
+            "success": False,
+            "error": "Session not found",
         }
     assert await sock.call("ping") == {}
 
@@ -232,9 +255,13 @@ async def test_nesting_up_to_the_limit_is_accepted_deeper_is_invalid(demo: Serve
     sock = await demo.client("alice")
     assert (await sock.call("echo", nested(MAX_DEPTH)))["ok"] is True
     assert await sock.call("echo", nested(MAX_DEPTH + 1)) == {
-        "result": "error", "message": "Invalid parameters",
+        "result": "error",
+        "message": "Invalid parameters",
     }
-    assert await sock.call("echo", nested(400)) == {"result": "error", "message": "Invalid parameters"}
+    assert await sock.call("echo", nested(400)) == {
+        "result": "error",
+        "message": "Invalid parameters",
+    }
     assert await sock.call("ping") == {}
 
 
@@ -246,7 +273,9 @@ async def test_ordered_over_a_real_socket(demo: ServerHarness) -> None:
     assert [r["i"] for r in results] == list(range(300))
 
 
-async def test_payload_nested_past_the_parser_limit_is_dropped_not_fatal(demo: ServerHarness) -> None:
+async def test_payload_nested_past_the_parser_limit_is_dropped_not_fatal(
+    demo: ServerHarness,
+) -> None:
     sock = await demo.client("alice")
     # raw socket.io EVENT packet: the Python client itself cannot encode this depth
     await sock.client.eio.send('2["echo",' + "[" * 1100 + "]" * 1100 + "]")

@@ -136,7 +136,9 @@ async def test_assembly_hooks_run_at_create_app(sqlite_url: str) -> None:
 
 async def test_lifecycle_connect_and_authenticate_hooks(make_server: Any) -> None:
     recorder = Recorder()
-    server: ServerHarness = await make_server(plugins=[("recorder", recorder)], load_entry_points=False)
+    server: ServerHarness = await make_server(
+        plugins=[("recorder", recorder)], load_entry_points=False
+    )
     assert recorder.calls[-1] == ("startup", False)  # before the app counts as started
     # a plugin's authenticate accepts its own tokens...
     magic = await server.connect({"token": "magic"})
@@ -145,7 +147,10 @@ async def test_lifecycle_connect_and_authenticate_hooks(make_server: Any) -> Non
     alice = await server.client("alice")
     assert (await alice.call("hello"))["hello"] == "alice"
     assert ("authenticate", "magic") in recorder.calls
-    assert ("on_connect", "magic-user") in recorder.calls and ("on_connect", "alice") in recorder.calls
+    assert ("on_connect", "magic-user") in recorder.calls and (
+        "on_connect",
+        "alice",
+    ) in recorder.calls
     await magic.disconnect()
     for _ in range(50):
         if "on_disconnect" in recorder.names():
@@ -158,7 +163,10 @@ async def test_lifecycle_connect_and_authenticate_hooks(make_server: Any) -> Non
         ok = await http.get("/recorder/whoami", headers={"Authorization": "Bearer magic"})
         assert (ok.status_code, ok.json()) == (200, {"user": "magic-user"})
         missing = await http.get("/recorder/whoami")
-        assert (missing.status_code, missing.json()) == (401, {"error": "Missing authorization header"})
+        assert (missing.status_code, missing.json()) == (
+            401,
+            {"error": "Missing authorization header"},
+        )
         bad = await http.get("/recorder/whoami", headers={"Authorization": "Bearer nope"})
         assert (bad.status_code, bad.json()) == (401, {"error": "Invalid token"})
     await server.__aexit__(None, None, None)
@@ -204,7 +212,11 @@ def test_register_commands_adds_click_commands(sqlite_url: str) -> None:
 
 def test_every_hook_is_documented() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "plugin_hooks.md").read_text()
-    hooks = [name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "happy_socket_spec", None)]
+    hooks = [
+        name
+        for name in dir(hookspecs)
+        if getattr(getattr(hookspecs, name), "happy_socket_spec", None)
+    ]
     assert len(hooks) >= 11
     for name in hooks:
         assert re.search(rf"^### `{name}\(", doc, re.M), f"hook {name} is not documented"

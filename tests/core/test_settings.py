@@ -54,7 +54,12 @@ def test_from_env_reads_every_flag() -> None:
         "HAPPY_SOCKET_PER_MESSAGE_DEFLATE": "true",
     }
     s = Settings.from_env(env)
-    assert (s.host, s.port, s.db, s.redis) == ("0.0.0.0", 4000, "postgresql://u@h/db", "redis://r:6379/1")
+    assert (s.host, s.port, s.db, s.redis) == (
+        "0.0.0.0",
+        4000,
+        "postgresql://u@h/db",
+        "redis://r:6379/1",
+    )
     assert s.without == ("ping", "http") and s.secret == "xyz" and s.log_level == "debug"
     assert s.per_message_deflate is True
     assert Settings.from_env(env, port=1).port == 1

@@ -32,7 +32,8 @@ class CounterPlugin:
 @pytest.fixture
 async def app(db_url: str) -> Any:
     app = create_app(
-        Settings(db=db_url, secret="s" * 32), plugins=[("counter", CounterPlugin())],
+        Settings(db=db_url, secret="s" * 32),
+        plugins=[("counter", CounterPlugin())],
         load_entry_points=False,
     )
     await app.startup()
