@@ -37,12 +37,17 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    async def start(self) -> None:
+    def launch(self) -> None:
+        """Start redis-server (not waiting for it)."""
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port)]
         args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
         )
+
+    async def start(self) -> None:
+        """Start redis-server and wait until it answers PING."""
+        self.launch()
         client = aioredis.Redis.from_url(self.url)
         try:
             for _ in range(100):
