@@ -131,9 +131,7 @@ async def test_racing_duplicate_local_ids_store_once_and_broadcast_once(
     assert {a["seq"] for a in acks} == {1}
     assert body_of(await app.next("update"))["message"]["localId"] == "dup"
     assert await app.nothing("update", 0.3)
-    count = await both.app.db.fetch_val(
-        sa.select(sa.func.count()).select_from(session_messages)
-    )
+    count = await both.app.db.fetch_val(sa.select(sa.func.count()).select_from(session_messages))
     assert count == 1
     # the seq has no hole: the next message is 2
     ack = await senders[0].call("message", {"sid": sid, "message": "n"})

@@ -101,7 +101,9 @@ async def test_session_end_then_heartbeats_suppressed_for_a_minute(
     assert await row(srv, sid) == {"active": True, "at": clock.now}
 
 
-async def test_create_or_load_accepts_heartbeats_again(srv: ServerHarness, clock: FakeClock) -> None:
+async def test_create_or_load_accepts_heartbeats_again(
+    srv: ServerHarness, clock: FakeClock
+) -> None:
     sid = await new_session(srv)
     app = await srv.client("alice")
     await app.emit("session-end", {"sid": sid, "time": clock.now})
@@ -210,9 +212,7 @@ async def test_sweep_times_out_once(both: ServerHarness, clock: FakeClock) -> No
     assert (await row(both, fresh))["active"] is True
 
 
-async def test_sweep_from_two_processes_flips_each_row_once(
-    db_url: str, clock: FakeClock
-) -> None:
+async def test_sweep_from_two_processes_flips_each_row_once(db_url: str, clock: FakeClock) -> None:
     apps = [make_app(db_url, clock), make_app(db_url, clock)]
     for a in apps:
         await a.startup()
