@@ -1,0 +1,163 @@
+"""The ceiling: a bare python-socketio relay with happy-socket's server settings, no database.
+
+Same transport settings as ``happy-socket serve`` (path /v1/updates, ping 15 s/45 s, orjson via
+happy_socket.jsonmod, per-message deflate off, uvicorn) and the same rooms and payload shapes
+for the events the load tools use (``message``, ``update-metadata``, ``rpc-register``,
+``rpc-call``, ``ping``), kept in memory. The token is taken as the user id (no signature check).
+
+    python bench/relay.py --port 3100
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import secrets
+import time
+from typing import Any
+
+import socketio
+import uvicorn
+
+from happy_socket import jsonmod
+
+sio = socketio.AsyncServer(
+    async_mode="asgi",
+    cors_allowed_origins="*",
+    cors_credentials=True,
+    ping_interval=15,
+    ping_timeout=45,
+    json=jsonmod,
+    logger=False,
+    engineio_logger=False,
+    transports=["polling", "websocket"],
+)
+users: dict[str, str] = {}  # sid -> user id
+seqs: dict[str, itertools.count[int]] = {}  # user -> update seq
+message_seqs: dict[str, itertools.count[int]] = {}  # session -> message seq
+metadata: dict[str, tuple[int, str]] = {}  # session -> (version, value)
+rpc: dict[tuple[str, str], str] = {}  # (user, method) -> sid
+
+
+def now() -> int:
+    return int(time.time() * 1000)
+
+
+def next_seq(user: str) -> int:
+    return next(seqs.setdefault(user, itertools.count(1)))
+
+
+@sio.on("connect")
+async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    auth = auth if isinstance(auth, dict) else {}
+    token = auth.get("token")
+    if not isinstance(token, str) or not token:
+        raise socketio.exceptions.ConnectionRefusedError("Missing authentication token")
+    users[sid] = token
+    await sio.enter_room(sid, f"user:{token}")
+    kind = auth.get("clientType")
+    if kind == "session-scoped":
+        await sio.enter_room(sid, f"user:{token}:session:{auth.get('sessionId')}")
+    elif kind == "machine-scoped":
+        await sio.enter_room(sid, f"user:{token}:machine:{auth.get('machineId')}")
+    else:
+        await sio.enter_room(sid, f"user:{token}:user-scoped")
+
+
+@sio.on("disconnect")
+async def disconnect(sid: str, reason: Any = None) -> None:
+    user = users.pop(sid, None)
+    for key in [k for k, v in rpc.items() if v == sid and k[0] == user]:
+        del rpc[key]
+
+
+@sio.on("ping")
+async def ping(sid: str, *args: Any) -> dict[str, Any]:
+    return {}
+
+
+def session_rooms(user: str, session: str) -> list[str]:
+    return [f"user:{user}:session:{session}", f"user:{user}:user-scoped"]
+
+
+@sio.on("message")
+async def message(sid: str, data: Any = None) -> dict[str, Any]:
+    user, session = users[sid], data["sid"]
+    t = now()
+    msg = {
+        "id": secrets.token_hex(12),
+        "seq": next(message_seqs.setdefault(session, itertools.count(1))),
+        "content": {"t": "encrypted", "c": data["message"]},
+        "localId": data.get("localId"),
+        "createdAt": t,
+        "updatedAt": t,
+    }
+    update = {
+        "id": secrets.token_hex(6),
+        "seq": next_seq(user),
+        "body": {"t": "new-message", "sid": session, "message": msg},
+        "createdAt": t,
+    }
+    await sio.emit("update", update, to=session_rooms(user, session), skip_sid=sid)
+    return {"result": "success", "id": msg["id"], "seq": msg["seq"], "localId": msg["localId"]}
+
+
+@sio.on("update-metadata")
+async def update_metadata(sid: str, data: Any = None) -> dict[str, Any]:
+    user, session = users[sid], data["sid"]
+    version, value = metadata.get(session, (0, ""))
+    if data.get("expectedVersion") != version:
+        return {"result": "version-mismatch", "version": version, "metadata": value}
+    version, value = version + 1, data["metadata"]
+    metadata[session] = (version, value)
+    update = {
+        "id": secrets.token_hex(6),
+        "seq": next_seq(user),
+        "body": {"t": "update-session", "id": session, "metadata": {"value": value, "version": version}},
+        "createdAt": now(),
+    }
+    await sio.emit("update", update, to=session_rooms(user, session))
+    return {"result": "success", "version": version, "metadata": value}
+
+
+@sio.on("rpc-register")
+async def rpc_register(sid: str, data: Any = None) -> None:
+    rpc[(users[sid], data["method"])] = sid
+    await sio.emit("rpc-registered", {"method": data["method"]}, to=sid)
+
+
+@sio.on("rpc-call")
+async def rpc_call(sid: str, data: Any = None) -> dict[str, Any]:
+    target = rpc.get((users[sid], data["method"]))
+    if target is None:
+        return {"ok": False, "error": "RPC method not available"}
+    result = await sio.call("rpc-request", data, to=target, timeout=30)
+    return {"ok": True, "result": result}
+
+
+async def health(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = jsonmod.dumps({"status": "ok", "service": "relay"}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3100)
+    args = parser.parse_args()
+    app = socketio.ASGIApp(sio, other_asgi_app=health, socketio_path="v1/updates")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        ws_per_message_deflate=False,
+        lifespan="off",
+        backlog=2048,
+    )
+
+
+if __name__ == "__main__":
+    main()
