@@ -4,37 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from happy_socket.testing import ServerHarness
 
 from .node import results, run_scenario
 
+REFUSALS: list[tuple[dict[str, Any] | None, str]] = [
+    (None, "Missing authentication token"),
+    ({"token": ""}, "Missing authentication token"),
+    ({"clientType": "session-scoped"}, "Missing authentication token"),
+    (
+        {"token": "x", "clientType": "session-scoped"},
+        "Session ID required for session-scoped clients",
+    ),
+    (
+        {"token": "x", "clientType": "machine-scoped", "sessionId": "S"},
+        "Machine ID required for machine-scoped clients",
+    ),
+    ({"token": "not-a-token"}, "Invalid authentication token"),
+]
 
-@pytest.mark.parametrize(
-    ("auth", "message"),
-    [
-        (None, "Missing authentication token"),
-        ({"token": ""}, "Missing authentication token"),
-        ({"clientType": "session-scoped"}, "Missing authentication token"),
-        (
-            {"token": "x", "clientType": "session-scoped"},
-            "Session ID required for session-scoped clients",
-        ),
-        (
-            {"token": "x", "clientType": "machine-scoped", "sessionId": "S"},
-            "Machine ID required for machine-scoped clients",
-        ),
-        ({"token": "not-a-token"}, "Invalid authentication token"),
-    ],
-)
-async def test_refusals_reach_the_js_client_as_connect_error(
-    server: ServerHarness, auth: dict[str, Any] | None, message: str
-) -> None:
-    step: dict[str, Any] = {"op": "connect"}
-    if auth is not None:
-        step["auth"] = auth
-    assert await results(server.url, [step]) == [{"connect_error": message}]
+
+async def test_refusals_reach_the_js_client_as_connect_error(server: ServerHarness) -> None:
+    steps: list[dict[str, Any]] = []
+    for auth, _ in REFUSALS:
+        steps.append({"op": "connect"} if auth is None else {"op": "connect", "auth": auth})
+    assert await results(server.url, steps) == [{"connect_error": m} for _, m in REFUSALS]
 
 
 async def test_valid_token_of_other_server_is_invalid(server: ServerHarness) -> None:
@@ -63,27 +57,19 @@ async def test_connect_and_ping_with_only_a_callback(server: ServerHarness) -> N
     assert with_data == {"ack": {}, "ackArgs": [{}]}
 
 
-@pytest.mark.parametrize(
-    "auth",
-    [
+async def test_scoped_js_clients_connect_and_ping(server: ServerHarness) -> None:
+    token = await server.token("alice")
+    steps: list[dict[str, Any]] = []
+    for auth in (
         {"clientType": "session-scoped", "sessionId": "S1"},
         {"clientType": "machine-scoped", "machineId": "M1"},
         {"clientType": "no-such-type"},
-    ],
-)
-async def test_scoped_js_clients_connect_and_ping(
-    server: ServerHarness, auth: dict[str, Any]
-) -> None:
-    token = await server.token("alice")
-    connected, pong = await results(
-        server.url,
-        [
-            {"op": "connect", "auth": {"token": token, **auth}},
-            {"op": "emit", "event": "ping", "ack": True},
-        ],
-    )
-    assert connected["connected"] is True
-    assert pong["ack"] == {}
+    ):
+        steps.append({"op": "connect", "auth": {"token": token, **auth}})
+        steps.append({"op": "emit", "event": "ping", "ack": True})
+    out = await results(server.url, steps)
+    assert [r.get("connected") for r in out[::2]] == [True, True, True]
+    assert out[1::2] == [{"ack": {}, "ackArgs": [{}]}] * 3
 
 
 async def test_ping_over_polling(server: ServerHarness) -> None:
