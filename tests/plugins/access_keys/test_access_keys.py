@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
-import happy_socket_access_keys
+import happy_socket_usage
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from happy_socket import ConfigError, Settings, create_app
-from happy_socket.plugins import entry_points
+from happy_socket.cli import cli
 from happy_socket.testing import ServerHarness
 
-from .support import (
-    FakeMachinesPlugin,
-    FakeSessionsPlugin,
-    domain_plugins,
-    new_machine,
-    new_session,
-)
+from .support import new_machine, new_session
 
 INVALID = {"ok": False, "error": "Invalid parameters: sessionId and machineId are required"}
 FOREIGN = {"ok": False, "error": "Session or machine not found"}
@@ -27,7 +24,7 @@ FOREIGN = {"ok": False, "error": "Session or machine not found"}
 
 @pytest.fixture
 async def server(make_server: Any) -> ServerHarness:
-    return await make_server(plugins=domain_plugins())  # type: ignore[no-any-return]
+    return await make_server()  # type: ignore[no-any-return]
 
 
 async def http(
@@ -43,7 +40,7 @@ def key_json(data: str, version: int, created: int, updated: int) -> dict[str, A
 
 
 async def test_socket_and_http_lifecycle(make_server: Any, db_url: str) -> None:
-    server: ServerHarness = await make_server(db=db_url, plugins=domain_plugins())
+    server: ServerHarness = await make_server(db=db_url)
     app = server.app
     sid, mid = await new_session(app, "alice"), await new_machine(app, "alice")
     alice = await server.client("alice")
@@ -94,7 +91,7 @@ async def test_socket_and_http_lifecycle(make_server: Any, db_url: str) -> None:
 
 
 async def test_another_users_session_or_machine_is_not_found(make_server: Any, db_url: str) -> None:
-    server: ServerHarness = await make_server(db=db_url, plugins=domain_plugins())
+    server: ServerHarness = await make_server(db=db_url)
     app = server.app
     a_sid, a_mid = await new_session(app, "alice"), await new_machine(app, "alice")
     b_sid, b_mid = await new_session(app, "bob"), await new_machine(app, "bob")
@@ -177,7 +174,7 @@ async def test_http_validation_and_auth(server: ServerHarness) -> None:
 
 
 async def test_concurrent_puts_one_winner(make_server: Any, db_url: str) -> None:
-    server: ServerHarness = await make_server(db=db_url, plugins=domain_plugins())
+    server: ServerHarness = await make_server(db=db_url)
     service = server.app.service("access-keys")
     sid, mid = await new_session(server.app, "alice"), await new_machine(server.app, "alice")
     await service.create("alice", sid, mid, "v1")
@@ -225,20 +222,93 @@ async def test_deleting_the_session_deletes_its_keys(server: ServerHarness) -> N
     assert (await service.get("alice", other, mid))["data"] == "kept"
 
 
-def test_startup_without_sessions_or_machines_fails_in_one_sentence() -> None:
+@pytest.mark.parametrize(
+    ("without", "message"),
+    [
+        (("sessions",), "Plugin 'access-keys' needs plugin 'sessions', which is not enabled."),
+        (("machines",), "Plugin 'access-keys' needs plugin 'machines', which is not enabled."),
+    ],
+)
+def test_startup_without_sessions_or_machines_fails_in_one_sentence(
+    without: tuple[str, ...], message: str
+) -> None:
+    settings = Settings(db="sqlite:///:memory:", secret="s" * 32, without=without)
+    with pytest.raises(ConfigError) as info:
+        create_app(settings)
+    assert str(info.value) == message
+
+
+def test_usage_without_sessions_fails_in_one_sentence() -> None:
     settings = Settings(db="sqlite:///:memory:", secret="s" * 32)
-    ak = ("access-keys", happy_socket_access_keys)
-    for plugins, missing in [
-        ([ak], "sessions"),
-        ([ak, ("sessions", FakeSessionsPlugin())], "machines"),
-        ([ak, ("machines", FakeMachinesPlugin())], "sessions"),
-    ]:
-        with pytest.raises(ConfigError) as info:
-            create_app(settings, plugins=plugins, load_entry_points=False)
-        assert str(info.value) == (
-            f"Plugin 'access-keys' needs plugin '{missing}', which is not enabled."
-        )
-    # and through --without on the installed plugins
-    if {"sessions", "machines", "access-keys"} <= set(entry_points()):
-        with pytest.raises(ConfigError, match="needs plugin 'machines'"):
-            create_app(Settings(db="sqlite:///:memory:", secret="s" * 32, without=("machines",)))
+    with pytest.raises(ConfigError) as info:
+        create_app(settings, plugins=[("usage", happy_socket_usage)], load_entry_points=False)
+    assert str(info.value) == "Plugin 'usage' needs plugin 'sessions', which is not enabled."
+
+
+def test_cli_access_keys_set_and_get(tmp_path: Path) -> None:
+    secret = "cli-secret-0123456789abcdef0123456789"
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    async def prepare() -> tuple[str, str]:
+        app = create_app(Settings(db=db, secret=secret))
+        await app.startup()
+        try:
+            return await new_session(app, "alice"), await new_machine(app, "alice")
+        finally:
+            await app.shutdown()
+
+    sid, mid = asyncio.run(prepare())
+    common = ["--user", "alice", "--session", sid, "--machine", mid, "--db", db, "--secret", secret]
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, Any]:
+        result = runner.invoke(cli, ["access-keys", *args, *common])
+        try:
+            return result.exit_code, json.loads(result.stdout)
+        except ValueError:
+            return result.exit_code, result.output.strip()
+
+    code, out = run("get")
+    assert (code, out) == (0, {"accessKey": None})
+    code, out = run("set", "--data", "D1")
+    assert code == 0
+    assert out == {
+        "success": True,
+        "accessKey": {
+            "data": "D1",
+            "dataVersion": 1,
+            "createdAt": out["accessKey"]["createdAt"],
+            "updatedAt": out["accessKey"]["createdAt"],
+        },
+    }
+    assert run("set", "--data", "again") == (1, "Error: Access key already exists")
+    assert run("set", "--data", "D2", "--expected-version", "1") == (
+        0,
+        {"success": True, "version": 2},
+    )
+    assert run("set", "--data", "D3", "--expected-version", "1") == (
+        1,
+        {"success": False, "error": "version-mismatch", "currentVersion": 2, "currentData": "D2"},
+    )
+    code, out = run("get")
+    assert (code, out["accessKey"]["data"], out["accessKey"]["dataVersion"]) == (0, "D2", 2)
+    result = runner.invoke(
+        cli,
+        [
+            "access-keys",
+            "set",
+            "--user",
+            "bob",
+            "--session",
+            sid,
+            "--machine",
+            mid,
+            "--data",
+            "x",
+            "--db",
+            db,
+            "--secret",
+            secret,
+        ],
+    )
+    assert (result.exit_code, result.output.strip()) == (1, "Error: Session or machine not found")

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from happy_socket.testing import ServerHarness
 
-from ..access_keys.support import domain_plugins, new_session
+from ..access_keys.support import new_session
 
 
 def err(message: str) -> dict[str, Any]:
@@ -29,7 +29,7 @@ async def rows(server: ServerHarness) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def server(make_server: Any) -> ServerHarness:
-    return await make_server(plugins=domain_plugins())  # type: ignore[no-any-return]
+    return await make_server()  # type: ignore[no-any-return]
 
 
 async def test_report_without_session_exact_ack_and_upsert(server: ServerHarness) -> None:
@@ -183,7 +183,7 @@ async def test_deleting_the_session_deletes_its_reports(server: ServerHarness) -
 async def test_twenty_concurrent_sessionless_reports_make_one_row(
     make_server: Any, db_url: str
 ) -> None:
-    server: ServerHarness = await make_server(db=db_url, plugins=domain_plugins())
+    server: ServerHarness = await make_server(db=db_url)
     sid = await new_session(server.app, "alice")
     sockets = [await server.client("alice") for _ in range(20)]
     for extra in ({}, {"sessionId": sid}):
