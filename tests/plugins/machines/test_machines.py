@@ -38,37 +38,37 @@ async def sockets(server: ServerHarness, mid: str) -> dict[str, TestSocket]:
     }
 
 
-@pytest.mark.parametrize(
-    ("event", "field"),
-    [("machine-update-metadata", "metadata"), ("machine-update-state", "daemonState")],
-)
+FIELDS = (("machine-update-metadata", "metadata", 1), ("machine-update-state", "daemonState", 0))
+
+
 async def test_update_success_mismatch_and_recipients(
-    both: ServerHarness, clock: FakeClock, event: str, field: str
+    both: ServerHarness, clock: FakeClock
 ) -> None:
     mid = await new_machine(both)
     s = await sockets(both, mid)
-    current = 1 if field == "metadata" else 0
-    clock.advance(1000)
-    ack = await s["machine"].call(event, {"machineId": mid, field: "v", "expectedVersion": current})
-    assert ack == {"result": "success", "version": current + 1, field: "v"}
-    expected = {
-        "t": "update-machine",
-        "machineId": mid,
-        field: {"value": "v", "version": current + 1},
-    }
-    for name in ("machine", "app"):
-        assert body_of(await s[name].next("update")) == expected
+    for event, field, current in FIELDS:
+        clock.advance(1000)
+        payload = {"machineId": mid, field: "v", "expectedVersion": current}
+        ack = await s["machine"].call(event, payload)
+        assert ack == {"result": "success", "version": current + 1, field: "v"}
+        expected = {
+            "t": "update-machine",
+            "machineId": mid,
+            field: {"value": "v", "version": current + 1},
+        }
+        for name in ("machine", "app"):
+            assert body_of(await s[name].next("update")) == expected
+        ack = await s["app"].call(event, {**payload, field: "w"})
+        assert ack == {"result": "version-mismatch", "version": current + 1, field: "v"}
+        machine = await both.app.service("machines").get("alice", mid)
+        if field == "daemonState":  # also marks the machine active now
+            assert (machine["active"], machine["activeAt"]) == (True, clock.now)
+        else:
+            assert machine["active"] is False
     quiet = await asyncio.gather(
         *(s[n].nothing("update", 0.2) for n in ("other_machine", "session", "bob"))
     )
     assert all(quiet)
-    ack = await s["app"].call(event, {"machineId": mid, field: "w", "expectedVersion": current})
-    assert ack == {"result": "version-mismatch", "version": current + 1, field: "v"}
-    machine = await both.app.service("machines").get("alice", mid)
-    if field == "daemonState":  # also marks the machine active now
-        assert (machine["active"], machine["activeAt"]) == (True, clock.now)
-    else:
-        assert machine["active"] is False
 
 
 @pytest.mark.parametrize("event", ["machine-update-metadata", "machine-update-state"])
@@ -104,23 +104,22 @@ async def test_update_errors(srv: ServerHarness, event: str) -> None:
     assert (await srv.app.service("machines").get("bob", "bobs"))["metadata"] == "meta"
 
 
-@pytest.mark.parametrize("field", ["metadata", "daemonState"])
-async def test_eight_racing_writers(both: ServerHarness, field: str) -> None:
+async def test_eight_racing_writers(both: ServerHarness) -> None:
     mid = await new_machine(both)
-    event = "machine-update-metadata" if field == "metadata" else "machine-update-state"
-    current = 1 if field == "metadata" else 0
     writers = [await both.client("alice") for _ in range(8)]
-    acks = await asyncio.gather(
-        *(
-            w.call(event, {"machineId": mid, field: f"v{i}", "expectedVersion": current})
-            for i, w in enumerate(writers)
+    for event, field, current in FIELDS:
+        acks = await asyncio.gather(
+            *(
+                w.call(event, {"machineId": mid, field: f"v{i}", "expectedVersion": current})
+                for i, w in enumerate(writers)
+            )
         )
-    )
-    wins = [a for a in acks if a["result"] == "success"]
-    assert len(wins) == 1, acks
-    winner = wins[0][field]
-    losers = [a for a in acks if a["result"] != "success"]
-    assert losers == [{"result": "version-mismatch", "version": current + 1, field: winner}] * 7
+        wins = [a for a in acks if a["result"] == "success"]
+        assert len(wins) == 1, acks
+        winner = wins[0][field]
+        losers = [a for a in acks if a["result"] != "success"]
+        expected = {"result": "version-mismatch", "version": current + 1, field: winner}
+        assert losers == [expected] * 7
 
 
 async def test_machine_alive_connect_and_disconnect(srv: ServerHarness, clock: FakeClock) -> None:
@@ -175,11 +174,11 @@ async def test_machine_alive_connect_and_disconnect(srv: ServerHarness, clock: F
     assert svc.is_online("alice", mid) is False
 
 
-async def test_sweep_times_out_once(both: ServerHarness, clock: FakeClock) -> None:
-    svc = both.app.service("machines")
-    mid = await new_machine(both)
-    await new_machine(both, mid="idle")  # never active: not announced
-    app = await both.client("alice")
+async def test_sweep_times_out_once(srv: ServerHarness, clock: FakeClock) -> None:
+    svc = srv.app.service("machines")
+    mid = await new_machine(srv)
+    await new_machine(srv, mid="idle")  # never active: not announced
+    app = await srv.client("alice")
     await app.emit("machine-alive", {"machineId": mid, "time": clock.advance(1000)})
     await app.next("ephemeral")
     at = clock.now
@@ -193,7 +192,7 @@ async def test_sweep_times_out_once(both: ServerHarness, clock: FakeClock) -> No
     }
     assert await svc.sweep() == 0
     assert await app.nothing("ephemeral", 0.2)
-    found = await both.app.db.fetch_val(sa.select(machines.c.active).where(machines.c.id == mid))
+    found = await srv.app.db.fetch_val(sa.select(machines.c.active).where(machines.c.id == mid))
     assert not found
 
 

@@ -194,12 +194,12 @@ def test_heartbeat_time_rules() -> None:
         assert heartbeat_time(bad, now) is None
 
 
-async def test_sweep_times_out_once(both: ServerHarness, clock: FakeClock) -> None:
-    svc = both.app.service("sessions")
-    sid = await new_session(both)
-    fresh = await new_session(both, tag="fresh")
+async def test_sweep_times_out_once(srv: ServerHarness, clock: FakeClock) -> None:
+    svc = srv.app.service("sessions")
+    sid = await new_session(srv)
+    fresh = await new_session(srv, tag="fresh")
     started = clock.now
-    app = await both.client("alice")
+    app = await srv.client("alice")
     clock.advance(5 * MIN)
     await app.emit("session-alive", {"sid": fresh, "time": clock.now})
     await app.next("ephemeral")
@@ -208,8 +208,8 @@ async def test_sweep_times_out_once(both: ServerHarness, clock: FakeClock) -> No
     assert await app.next("ephemeral") == activity(sid, False, started)
     assert await svc.sweep() == 0
     assert await app.nothing("ephemeral", 0.2)
-    assert (await row(both, sid))["active"] is False
-    assert (await row(both, fresh))["active"] is True
+    assert (await row(srv, sid))["active"] is False
+    assert (await row(srv, fresh))["active"] is True
 
 
 async def test_sweep_from_two_processes_flips_each_row_once(db_url: str, clock: FakeClock) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from happy_socket.testing import ServerHarness, TestSocket
 from tests.plugins.sessions.support import body_of
 
@@ -30,25 +28,30 @@ async def sockets(server: ServerHarness, sid: str) -> dict[str, TestSocket]:
     }
 
 
-@pytest.mark.parametrize(("field", "value"), [("metadata", "m1"), ("agentState", "s1")])
-async def test_success_reaches_the_session_and_apps_sender_included(
-    both: ServerHarness, field: str, value: str
-) -> None:
+FIELDS = (("update-metadata", "metadata", "meta0"), ("update-state", "agentState", None))
+
+
+async def test_success_reaches_the_session_and_apps_sender_included(both: ServerHarness) -> None:
     sid = await new_session(both)
     s = await sockets(both, sid)
-    event = "update-metadata" if field == "metadata" else "update-state"
-    ack = await s["app"].call(event, {"sid": sid, field: value, "expectedVersion": 0})
-    assert ack == {"result": "success", "version": 1, field: value}
-    expected = {"t": "update-session", "id": sid, field: {"value": value, "version": 1}}
-    for name in ("app", "session"):
-        assert body_of(await s[name].next("update")) == expected
+    for event, field, _ in FIELDS:
+        ack = await s["app"].call(event, {"sid": sid, field: "v1", "expectedVersion": 0})
+        assert ack == {"result": "success", "version": 1, field: "v1"}
+        expected = {"t": "update-session", "id": sid, field: {"value": "v1", "version": 1}}
+        for name in ("app", "session"):
+            assert body_of(await s[name].next("update")) == expected
+        # a second change with the new version, from the session itself
+        ack = await s["session"].call(event, {"sid": sid, field: "v2", "expectedVersion": 1})
+        assert ack == {"result": "success", "version": 2, field: "v2"}
+        expected = {"t": "update-session", "id": sid, field: {"value": "v2", "version": 2}}
+        for name in ("app", "session"):
+            assert body_of(await s[name].next("update")) == expected
     quiet = await asyncio.gather(
         *(s[n].nothing("update", 0.2) for n in ("other_session", "machine", "bob"))
     )
     assert all(quiet)
-    # a second change with the new version
-    ack = await s["session"].call(event, {"sid": sid, field: value + "x", "expectedVersion": 1})
-    assert ack == {"result": "success", "version": 2, field: value + "x"}
+    seqs = [u["seq"] for u in s["app"].events["update"]]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
 
 
 async def test_update_state_accepts_null(srv: ServerHarness) -> None:
@@ -59,39 +62,33 @@ async def test_update_state_accepts_null(srv: ServerHarness) -> None:
     assert body_of(await app.next("update"))["agentState"] == {"value": None, "version": 1}
 
 
-@pytest.mark.parametrize(("field", "initial"), [("metadata", "meta0"), ("agentState", None)])
-async def test_version_mismatch_returns_current(
-    both: ServerHarness, field: str, initial: str | None
+async def test_version_mismatch_returns_current_and_not_found_is_answered(
+    both: ServerHarness,
 ) -> None:
     sid = await new_session(both)
-    app = await both.client("alice")
-    event = "update-metadata" if field == "metadata" else "update-state"
-    ack = await app.call(event, {"sid": sid, field: "x", "expectedVersion": 5})
-    assert ack == {"result": "version-mismatch", "version": 0, field: initial}
-    assert await app.call(event, {"sid": sid, field: "new", "expectedVersion": 0}) == {
-        "result": "success",
-        "version": 1,
-        field: "new",
-    }
-    app2 = await both.client("alice")
-    ack = await app2.call(event, {"sid": sid, field: "late", "expectedVersion": 0})
-    assert ack == {"result": "version-mismatch", "version": 1, field: "new"}
-    ack = await app2.call(event, {"sid": sid, field: "late", "expectedVersion": 1.5})
-    assert ack == {"result": "version-mismatch", "version": 1, field: "new"}
-    assert await app.nothing("update", 0.1) is False  # the one success
-    assert await app.nothing("update", 0.2)
-
-
-@pytest.mark.parametrize("event", ["update-metadata", "update-state"])
-async def test_not_found_is_answered(both: ServerHarness, event: str) -> None:
     bobs = await new_session(both, user="bob")
-    alice = await both.client("alice")
-    field = "metadata" if event == "update-metadata" else "agentState"
-    for sid in (bobs, "no-such-session"):
-        ack = await alice.call(event, {"sid": sid, field: "x", "expectedVersion": 0})
-        assert ack == {"result": "error"}
-    assert await both.app.service("sessions").get("bob", bobs) is not None
-    assert (await both.app.service("sessions").get("bob", bobs))["metadata"] == "meta0"
+    app = await both.client("alice")
+    app2 = await both.client("alice")
+    for event, field, initial in FIELDS:
+        ack = await app.call(event, {"sid": sid, field: "x", "expectedVersion": 5})
+        assert ack == {"result": "version-mismatch", "version": 0, field: initial}
+        assert await app.call(event, {"sid": sid, field: "new", "expectedVersion": 0}) == {
+            "result": "success",
+            "version": 1,
+            field: "new",
+        }
+        ack = await app2.call(event, {"sid": sid, field: "late", "expectedVersion": 0})
+        assert ack == {"result": "version-mismatch", "version": 1, field: "new"}
+        ack = await app2.call(event, {"sid": sid, field: "late", "expectedVersion": 1.5})
+        assert ack == {"result": "version-mismatch", "version": 1, field: "new"}
+        for other in (bobs, "no-such-session"):
+            ack = await app.call(event, {"sid": other, field: "x", "expectedVersion": 0})
+            assert ack == {"result": "error"}
+    for _ in range(2):  # the two successes, nothing else
+        assert body_of(await app.next("update"))["t"] == "update-session"
+    assert await app.nothing("update", 0.2)
+    bob_session = await both.app.service("sessions").get("bob", bobs)
+    assert (bob_session["metadata"], bob_session["metadataVersion"]) == ("meta0", 0)
 
 
 BAD: list[Any] = [
@@ -147,25 +144,22 @@ async def test_huge_version_and_value(srv: ServerHarness) -> None:
     assert ack == {"result": "success", "version": 1, "metadata": big}
 
 
-@pytest.mark.parametrize("event", ["update-metadata", "update-state"])
-async def test_eight_racing_writers_one_wins_the_rest_see_fresh_values(
-    both: ServerHarness, event: str
-) -> None:
+async def test_eight_racing_writers_one_wins_the_rest_see_fresh_values(both: ServerHarness) -> None:
     sid = await new_session(both)
-    field = "metadata" if event == "update-metadata" else "agentState"
     writers = [await both.client("alice") for _ in range(8)]
-    acks = await asyncio.gather(
-        *(
-            w.call(event, {"sid": sid, field: f"v{i}", "expectedVersion": 0})
-            for i, w in enumerate(writers)
+    for event, field, _ in FIELDS:
+        acks = await asyncio.gather(
+            *(
+                w.call(event, {"sid": sid, field: f"v{i}", "expectedVersion": 0})
+                for i, w in enumerate(writers)
+            )
         )
-    )
-    wins = [a for a in acks if a["result"] == "success"]
-    assert len(wins) == 1, acks
-    winner = wins[0][field]
-    assert wins[0] == {"result": "success", "version": 1, field: winner}
-    losers = [a for a in acks if a["result"] != "success"]
-    assert losers == [{"result": "version-mismatch", "version": 1, field: winner}] * 7
-    stored = await both.app.service("sessions").get("alice", sid)
-    assert stored[field] == winner
-    assert stored[f"{field}Version"] == 1
+        wins = [a for a in acks if a["result"] == "success"]
+        assert len(wins) == 1, acks
+        winner = wins[0][field]
+        assert wins[0] == {"result": "success", "version": 1, field: winner}
+        losers = [a for a in acks if a["result"] != "success"]
+        assert losers == [{"result": "version-mismatch", "version": 1, field: winner}] * 7
+        stored = await both.app.service("sessions").get("alice", sid)
+        assert stored[field] == winner
+        assert stored[f"{field}Version"] == 1
