@@ -22,10 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 import socketio
 
 from happy_socket import App, Settings, create_app
 from happy_socket.testing import TestSocket
+
+from ..conftest import PG_ADMIN_URL, REDIS_URL, service_missing
 
 SECRET = "scaleout-secret-0123456789abcdef0123456789"
 START_TIMEOUT_S = 20.0
@@ -58,6 +61,7 @@ class Process:
         self.log = log
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.terminating = False
 
     @property
     def url(self) -> str:
@@ -65,6 +69,7 @@ class Process:
 
     def start(self) -> None:
         """Launch the process (on the same port as before when restarted)."""
+        self.terminating = False
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [*command(), "serve", "--port", str(self.port), *self.args],
@@ -93,6 +98,7 @@ class Process:
         """Send ``sig`` (SIGKILL by default: no cleanup at all)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
+            self.terminating = sig == signal.SIGTERM
 
     def wait(self, timeout: float = 10) -> int:
         """Wait for the process to exit; its exit code."""
@@ -103,7 +109,8 @@ class Process:
         """SIGTERM, then SIGKILL after 5 s."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        if not self.terminating:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -178,46 +185,101 @@ def unique_user(name: str = "u") -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
 
 
+async def start_cluster(
+    db: str, redis: str, logdir: Path, n: int = 2, *, grace: float = 10.0, timeout: float = 10.0
+) -> Cluster:
+    """Migrate ``db``, then start ``n`` processes and wait until all answer /health."""
+    app = create_app(Settings(db=db, secret=SECRET))
+    await app.startup()  # creates/migrates the schema before the processes start
+    prefix = f"hs-test:{uuid.uuid4().hex[:12]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAPPY_SOCKET_")}
+    env |= {"HAPPY_SOCKET_RPC_TIMEOUT": str(timeout), "HAPPY_SOCKET_RPC_REDIS_PREFIX": prefix}
+    args = ["--db", db, "--redis", redis, "--secret", SECRET]
+    args += ["--rpc-grace", str(grace), "--log-level", "info"]
+    tag = uuid.uuid4().hex[:6]
+    processes = [Process(i, args, env, logdir / f"serve-{tag}-{i}.log") for i in range(n)]
+    result = Cluster(app, processes, prefix, redis)
+    for p in processes:
+        p.start()
+    try:
+        await asyncio.gather(*(p.wait_healthy() for p in processes))
+    except BaseException:
+        await stop_cluster(result)
+        raise
+    return result
+
+
+async def stop_cluster(c: Cluster, *, show_logs: bool = False) -> None:
+    """Close the clients, SIGTERM every process (SIGKILL after 5 s), stop the token issuer."""
+    await c.close_clients()
+    for p in c.processes:
+        p.kill(signal.SIGTERM)
+    for p in c.processes:
+        await asyncio.to_thread(p.stop)
+    if show_logs:
+        print(c.logs())
+    await c.app.shutdown()
+
+
 @pytest.fixture
 async def cluster(
     pg_url: str, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[ClusterFactory]:
     """``await cluster(n=2, grace=10.0, timeout=10.0, redis=None)`` -> a started Cluster."""
     made: list[Cluster] = []
-    issuers: list[App] = []
 
     async def make(
         n: int = 2, *, grace: float = 10.0, timeout: float = 10.0, redis: str | None = None
     ) -> Cluster:
-        redis = redis or redis_url
-        app = create_app(Settings(db=pg_url, secret=SECRET))
-        await app.startup()  # creates/migrates the schema before the processes start
-        issuers.append(app)
-        prefix = f"hs-test:{uuid.uuid4().hex[:12]}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HAPPY_SOCKET_")}
-        env |= {"HAPPY_SOCKET_RPC_TIMEOUT": str(timeout), "HAPPY_SOCKET_RPC_REDIS_PREFIX": prefix}
-        args = ["--db", pg_url, "--redis", redis, "--secret", SECRET]
-        args += ["--rpc-grace", str(grace), "--log-level", "info"]
-        processes = [
-            Process(i, args, env, tmp_path / f"serve-{len(made)}-{i}.log") for i in range(n)
-        ]
-        result = Cluster(app, processes, prefix, redis)
-        made.append(result)
-        for p in processes:
-            p.start()
-        await asyncio.gather(*(p.wait_healthy() for p in processes))
-        return result
+        c = await start_cluster(
+            pg_url, redis or redis_url, tmp_path, n, grace=grace, timeout=timeout
+        )
+        made.append(c)
+        return c
 
     yield make
-    failed = getattr(request.node, "rep_call", None)
+    report = getattr(request.node, "rep_call", None)
     for c in made:
-        await c.close_clients()
-        for p in c.processes:
-            p.stop()
-        if failed is not None and failed.failed:
-            print(c.logs())
-    for app in issuers:
-        await app.shutdown()
+        await stop_cluster(c, show_logs=report is not None and report.failed)
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
+async def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    """Two processes shared by the non-destructive tests of the package (grace 2 s).
+
+    Tests using it mark themselves ``pytest.mark.asyncio(loop_scope="package")`` and use
+    their own users (:func:`unique_user`), so they cannot see each other.
+    """
+    import asyncpg
+    import redis.asyncio as aioredis
+
+    name = "hs_" + uuid.uuid4().hex[:16]
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+    except Exception as exc:
+        service_missing("PostgreSQL", exc)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        service_missing("Redis", exc)
+    finally:
+        await client.aclose()
+    db = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    c = await start_cluster(db, REDIS_URL, tmp_path_factory.mktemp("shared"), 2, grace=2.0)
+    try:
+        yield c
+    finally:
+        await stop_cluster(c)
+        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
