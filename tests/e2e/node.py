@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,18 +31,18 @@ def _unavailable(reason: str) -> None:
 
 
 @functools.cache
-def _prepare() -> str | None:
-    """Path of the node binary once the npm packages are there, or a reason why not."""
+def _prepare() -> tuple[str | None, str]:
+    """(node binary, "") once the npm packages are there, else (None, the reason)."""
     node = shutil.which("node")
     if node is None:
-        return "node is not installed"
+        return None, "node is not installed"
     if (JS_DIR / "node_modules" / "socket.io-client").is_dir() and (
         JS_DIR / "node_modules" / "tweetnacl"
     ).is_dir():
-        return node
+        return node, ""
     npm = shutil.which("npm")
     if npm is None:
-        return "npm is not installed"
+        return None, "npm is not installed"
     done = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=JS_DIR,
@@ -53,17 +52,17 @@ def _prepare() -> str | None:
         check=False,
     )
     if done.returncode != 0:
-        return f"npm ci in {JS_DIR} failed: {done.stderr.strip()[-2000:]}"
-    return node
+        return None, f"npm ci in {JS_DIR} failed: {done.stderr.strip()[-2000:]}"
+    return node, ""
 
 
 def require_node() -> str:
     """The node binary with the packages installed; skips (laptop) or fails (CI) otherwise."""
-    prepared = _prepare()
-    if prepared is None or not os.path.isabs(prepared):
-        _unavailable(prepared or "node is not available")
-    assert prepared is not None
-    return prepared
+    node, reason = _prepare()
+    if node is None:
+        _unavailable(reason)
+    assert node is not None
+    return node
 
 
 async def run_scenario(
