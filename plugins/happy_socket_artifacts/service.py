@@ -83,14 +83,18 @@ class ArtifactStore:
         )
 
         async def unit(tx: Tx) -> Created:
-            if await tx.fetch_val(insert) is not None:
-                seq = await self._app.accounts.next_seq(user_id, tx)
-                row = await tx.fetch_one(_select(user_id, artifact_id))
-                return Created(row, seq)
-            existing = await tx.fetch_one(sa.select(artifacts).where(artifacts.c.id == artifact_id))
-            if existing is None or existing["account_id"] != user_id:
-                return Created(None, None)
-            return Created(existing, None)
+            for _ in range(3):  # the conflicting row may be deleted before we read it
+                if await tx.fetch_val(insert) is not None:
+                    seq = await self._app.accounts.next_seq(user_id, tx)
+                    row = await tx.fetch_one(_select(user_id, artifact_id))
+                    return Created(row, seq)
+                existing = await tx.fetch_one(
+                    sa.select(artifacts).where(artifacts.c.id == artifact_id)
+                )
+                if existing is not None:
+                    mine = existing["account_id"] == user_id
+                    return Created(existing if mine else None, None)
+            raise RuntimeError(f"artifact {artifact_id!r} keeps appearing and vanishing")
 
         return await self._db.write(unit)
 

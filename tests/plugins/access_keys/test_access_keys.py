@@ -145,7 +145,10 @@ async def test_http_validation_and_auth(server: ServerHarness) -> None:
     path = f"/v1/access-keys/{sid}/{mid}"
     for method in ("GET", "POST", "PUT"):
         res = await http(server, method, path, user=None, json={})
-        assert res.status_code == 401 and "error" in res.json()
+        assert (res.status_code, res.json()) == (401, {"error": "Missing authorization header"})
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            res = await client.request(method, path, headers={"Authorization": "Bearer bad"})
+        assert (res.status_code, res.json()) == (401, {"error": "Invalid token"})
     for body in [{}, {"data": 5}, {"data": None}]:
         res = await http(server, "POST", path, json=body)
         assert (res.status_code, res.json()) == (400, {"error": "Invalid data"})
