@@ -98,9 +98,9 @@ class Served:
             time.sleep(0.05)
         raise AssertionError(f"serve did not answer /health within {within} s:\n{self.output()}")
 
-    def terminate(self, within: float = 10) -> int:
-        """SIGTERM, then the exit code (fails when it takes longer than ``within``)."""
-        self.proc.send_signal(signal.SIGTERM)
+    def terminate(self, within: float = 10, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig``, then the exit code (fails when it takes longer than ``within``)."""
+        self.proc.send_signal(sig)
         try:
             return self.proc.wait(within)
         except subprocess.TimeoutExpired:

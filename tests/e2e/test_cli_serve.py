@@ -7,6 +7,7 @@ Node client connects and pings; /health; SIGTERM; one-sentence operator errors; 
 from __future__ import annotations
 
 import datetime
+import signal
 import socket
 import stat
 import time
@@ -115,7 +116,7 @@ async def test_fresh_database_token_js_client_health_and_sigterm(tmp_path: Path)
 
 
 async def test_defaults_in_the_working_directory(tmp_path: Path) -> None:
-    """No flags: happy-socket.db and its secret in the working directory."""
+    """No flags: happy-socket.db and its secret in the working directory; Ctrl-C stops it."""
     port = sp.free_port()
     with sp.serve([], tmp_path, env={"HAPPY_SOCKET_PORT": str(port)}) as served:
         assert served.port == port
@@ -124,7 +125,8 @@ async def test_defaults_in_the_working_directory(tmp_path: Path) -> None:
         token = token_for("bob", cwd=tmp_path)
         _, pong = await node_ping(served.url, token)
         assert pong == {"ack": {}, "ackArgs": [{}]}
-        assert served.terminate() == 0
+        assert served.terminate(sig=signal.SIGINT) == 0  # Ctrl-C
+        assert "happy-socket stopped" in served.output()
 
 
 async def test_environment_variables_are_honoured(tmp_path: Path) -> None:
