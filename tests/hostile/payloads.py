@@ -77,7 +77,7 @@ KEYS = [
 
 # Characters from every plane except surrogates (a lone surrogate is not valid in the
 # JSON text a conforming encoder produces for the server's parser; see test_limits).
-chars = st.characters(blacklist_categories=("Cs",))
+chars = st.characters(exclude_categories=["Cs"])
 huge_strings = st.builds(
     lambda ch, n: ch * n,
     st.sampled_from(["a", "é", "\u4e2d", "\U0001f600", "\\", '"']),
