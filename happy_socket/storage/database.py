@@ -6,6 +6,13 @@ connection runs the units; whatever queued while the previous commit ran is comm
 together (group commit), each unit inside its own SAVEPOINT so one failing unit rolls
 back alone. On PostgreSQL each unit is a transaction on a pooled connection.
 A unit must only talk to the database: awaiting anything else stalls the SQLite writer.
+
+The SQLite writer is a plain synchronous SQLAlchemy connection (pysqlite, WAL,
+synchronous=NORMAL) used on the event loop's thread: a statement costs ~0.1 ms there
+(SQLAlchemy's compiled cache, no thread hop), against ~0.5 ms through `databases` +
+aiosqlite (a fresh compile and a thread round trip per statement). A unit's statements
+therefore run without yielding to the loop; the batch commits, then the futures resolve,
+so acks and broadcasts still follow the commit. Reads use a separate aiosqlite connection.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import databases
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
@@ -59,6 +67,38 @@ class Tx:
         await self._conn.execute(query)
 
 
+class _SyncTx(Tx):
+    """A :class:`Tx` over the synchronous SQLite writer connection (never suspends)."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._sync = conn
+        self.dialect = "sqlite"
+
+    def _run(self, query: Query) -> sa.CursorResult[Any]:
+        if isinstance(query, str):
+            return self._sync.exec_driver_sql(query)
+        return self._sync.execute(cast(sa.Executable, query))
+
+    async def fetch_one(self, query: Query) -> Row | None:
+        row = self._run(query).first()
+        return None if row is None else dict(row._mapping)
+
+    async def fetch_all(self, query: Query) -> list[Row]:
+        return [dict(r._mapping) for r in self._run(query).all()]
+
+    async def fetch_val(self, query: Query) -> Any:
+        row = self._run(query).first()
+        return None if row is None else row[0]
+
+    async def execute(self, query: Query) -> None:
+        self._run(query).close()
+
+
+def _sync_url(url: str) -> str:
+    """The ``databases`` SQLite URL as a SQLAlchemy (pysqlite) URL."""
+    return "sqlite://" + url.split("://", 1)[1]
+
+
 class Database:
     """One database for the whole app; see the module docstring for the write model."""
 
@@ -72,7 +112,8 @@ class Database:
         if self.dialect == "postgresql":
             options = {"min_size": 1, "max_size": pool_size}
         self._db = databases.Database(url, **options)
-        self._writer: databases.core.Connection | None = None
+        self._engine: sa.Engine | None = None
+        self._sync: sa.Connection | None = None  # the SQLite writer
         self._reader: databases.core.Connection | None = None
         self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
@@ -91,20 +132,28 @@ class Database:
             return
         await self._db.connect()
         if self.is_sqlite:
-            self._writer = await self._open_sqlite(writer=True)
-            self._reader = self._writer if self._memory else await self._open_sqlite(writer=False)
+            self._sync = self._open_writer()
+            self._reader = None if self._memory else await self._open_sqlite()
             self._queue = asyncio.Queue()
             self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
         else:
             await self._db.fetch_one("SELECT 1")
         self.connected = True
 
-    async def _open_sqlite(self, *, writer: bool) -> databases.core.Connection:
+    def _open_writer(self) -> sa.Connection:
+        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}  # we BEGIN/COMMIT ourselves
+        if self._memory:
+            options["poolclass"] = sa.pool.StaticPool
+        self._engine = sa.create_engine(_sync_url(self.url), **options)
+        conn = self._engine.connect()
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        conn.exec_driver_sql("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def _open_sqlite(self) -> databases.core.Connection:
         conn = databases.core.Connection(self._db, self._db._backend)
         await conn.__aenter__()
-        if writer:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA busy_timeout=5000")
         return conn
 
@@ -117,9 +166,13 @@ class Database:
             await self._queue.put(None)
             await self._writer_task
             self._writer_task = None
-        for conn in {id(c): c for c in (self._reader, self._writer) if c is not None}.values():
-            await conn.__aexit__(None, None, None)
-        self._reader = self._writer = None
+        if self._reader is not None:
+            await self._reader.__aexit__(None, None, None)
+        if self._sync is not None:
+            self._sync.close()
+        if self._engine is not None:
+            self._engine.dispose()
+        self._reader = self._sync = self._engine = None
         await self._db.disconnect()
 
     # -- reads ---------------------------------------------------------------
@@ -162,8 +215,8 @@ class Database:
         await self.write(lambda tx: tx.execute(query))
 
     async def _write_loop(self) -> None:
-        assert self._writer is not None
-        tx = Tx(self._writer, self.dialect)
+        assert self._sync is not None
+        tx = _SyncTx(self._sync)
         while True:
             item = await self._queue.get()
             if item is None:
@@ -181,8 +234,8 @@ class Database:
                 return
 
     async def _run_batch(self, tx: Tx, batch: list[tuple[Unit[Any], asyncio.Future[Any]]]) -> None:
-        conn = self._writer
-        assert conn is not None
+        assert self._sync is not None
+        conn = _Raw(self._sync)
         done: list[tuple[asyncio.Future[Any], Any]] = []
         failed: list[tuple[asyncio.Future[Any], BaseException]] = []
         single = len(batch) == 1
@@ -232,7 +285,7 @@ class Database:
             _settle_error(fut, error)
 
     @staticmethod
-    async def _begin(conn: databases.core.Connection) -> None:
+    async def _begin(conn: _Raw) -> None:
         try:
             await conn.execute("BEGIN IMMEDIATE")
         except Exception:
@@ -263,6 +316,18 @@ class Database:
             return True
         except Exception:
             return False
+
+
+class _Raw:
+    """Plain SQL on the synchronous writer connection, awaitable like `databases`."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str) -> None:
+        self._conn.exec_driver_sql(sql).close()
 
 
 def _settle_error(fut: asyncio.Future[Any], exc: BaseException) -> None:
