@@ -258,6 +258,8 @@ async def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
         admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
         try:
             await admin.execute(f'CREATE DATABASE "{name}"')
+            # a test database needs no durability: commits stop waiting for the disk
+            await admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
         finally:
             await admin.close()
     except Exception as exc:
