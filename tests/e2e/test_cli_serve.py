@@ -38,7 +38,7 @@ async def node_ping(url: str, token: str) -> list[object]:
         url,
         [
             {"op": "connect", "auth": {"token": token}},
-            {"op": "emit", "event": "ping", "ack": True, "timeoutMs": 2000},
+            {"op": "emit", "event": "ping", "ack": True},
         ],
     )
 

@@ -92,16 +92,21 @@ def test_not_installed_means_not_served(echo_site: Path) -> None:
 async def test_serve_serves_it_and_without_leaves_it_out(echo_site: Path, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'echo.db'}"
     token = sp.run("token", "alice", "--db", db, "--secret", SECRET).stdout.strip()
-    calls: list[dict[str, Any]] = [
-        {"op": "connect", "auth": {"token": token}},
-        {"op": "emit", "event": "echo-test", "args": [{"hello": ["world", 1, None]}], "ack": True},
-        {"op": "emit", "event": "echo-test", "args": ["text"], "ack": True},
-        {"op": "emit", "event": "echo-test", "ack": True},  # only a callback
-        {"op": "emit", "event": "ping", "ack": True},
-    ]
+
+    def calls(echo_wait_ms: int) -> list[dict[str, Any]]:
+        echo: dict[str, Any] = {"op": "emit", "event": "echo-test", "ack": True}
+        echo["timeoutMs"] = echo_wait_ms
+        return [
+            {"op": "connect", "auth": {"token": token}},
+            {**echo, "args": [{"hello": ["world", 1, None]}]},
+            {**echo, "args": ["text"]},
+            echo,  # only a callback
+            {"op": "emit", "event": "ping", "ack": True},
+        ]
+
     args = ["--db", db, "--secret", SECRET]
     with sp.serve(args, tmp_path, port=sp.free_port(), pythonpath=echo_site) as served:
-        connected, obj, text, bare, pong = await results(served.url, calls, timeout_ms=2000)
+        connected, obj, text, bare, pong = await results(served.url, calls(5000))
         assert connected["connected"] is True
         assert obj["ack"] == {"ok": True, "echo": {"hello": ["world", 1, None]}}
         assert text["ack"] == {"ok": True, "echo": "text"}
@@ -111,7 +116,8 @@ async def test_serve_serves_it_and_without_leaves_it_out(echo_site: Path, tmp_pa
 
     without = [*args, "--without", "echo"]
     with sp.serve(without, tmp_path, port=sp.free_port(), pythonpath=echo_site) as served:
-        connected, obj, text, bare, pong = await results(served.url, calls, timeout_ms=500)
+        # a call nobody serves is never answered: wait half a second for each
+        connected, obj, text, bare, pong = await results(served.url, calls(500))
         assert connected["connected"] is True
         assert obj == text == bare == {"timeout": True}
         assert pong["ack"] == {}  # the other plugins are still served
