@@ -91,7 +91,9 @@ def test_not_installed_means_not_served(echo_site: Path) -> None:
 
 async def test_serve_serves_it_and_without_leaves_it_out(echo_site: Path, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'echo.db'}"
-    token = sp.run("token", "alice", "--db", db, "--secret", SECRET).stdout.strip()
+    done = sp.run("token", "alice", "--db", db, "--secret", SECRET)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
 
     def calls(echo_wait_ms: int) -> list[dict[str, Any]]:
         echo: dict[str, Any] = {"op": "emit", "event": "echo-test", "ack": True}
