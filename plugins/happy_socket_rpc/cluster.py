@@ -79,6 +79,8 @@ class Cluster:
         self._dirty = True  # registrations in Redis may differ from the local ones
         self._subscribed = asyncio.Event()
         self._failing_since: float | None = None
+        self._loops: list[asyncio.Task[Any]] = []
+        self._stopped = False
 
     @property
     def channel(self) -> str:
@@ -98,16 +100,21 @@ class Cluster:
 
     async def start(self) -> None:
         """Subscribe, publish this process as live, start the background loops."""
-        self.app.spawn(self._listen(), name="rpc-listen")
+        self._loops.append(self.app.spawn(self._listen(), name="rpc-listen"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), 5)
         await self._resync()
-        self.app.spawn(self._heartbeat(), name="rpc-heartbeat")
-        self.app.spawn(self._monitor(), name="rpc-monitor")
+        self._loops.append(self.app.spawn(self._heartbeat(), name="rpc-heartbeat"))
+        self._loops.append(self.app.spawn(self._monitor(), name="rpc-monitor"))
         log.info("rpc cluster member %s (prefix %s)", self.pid, self.prefix)
 
     async def stop(self) -> None:
-        """Withdraw this process's registrations and liveness (its loops are cancelled by the app)."""
+        """Stop the loops, then withdraw this process's registrations and liveness key."""
+        self._stopped = True
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
         for pending in list(self._pending.values()):
             _settle(pending.future, DISCONNECTED)
         try:
@@ -122,7 +129,7 @@ class Cluster:
     async def added(self, user: str, method: str, sid: str, score: float) -> None:
         """Mirror a new local registration and announce it."""
         async with self._lock:
-            if self._dirty:
+            if self._dirty or self._stopped:
                 return  # the next heartbeat re-publishes everything
             try:
                 if not await self.registry.add(user, method, sid, score):
@@ -134,7 +141,7 @@ class Cluster:
     async def removed(self, user: str, method: str, sid: str) -> None:
         """Mirror a removed local registration."""
         async with self._lock:
-            if self._dirty:
+            if self._dirty or self._stopped:
                 return
             try:
                 await self.registry.remove(user, method, sid)
