@@ -1,7 +1,8 @@
 """Every event class with sender and receivers on different ``happy-socket serve`` processes.
 
 Sessions, messages, metadata/state updates and presence (plugin ``sessions``), machines
-(``machines``), artifacts (``artifacts``); seq allocation under load from both processes.
+(``machines``), artifacts (``artifacts``), usage (``usage``); seq allocation under load from both
+processes.
 These tests share one pair of processes; each uses its own user.
 """
 
@@ -211,3 +212,31 @@ async def test_seq_gapless_under_load_from_two_processes(shared_cluster: Cluster
         assert sorted(u["body"]["message"]["seq"] for u in updates) == list(range(1, total + 1))
         user_seqs = [u["seq"] for u in updates]
         assert len(set(user_seqs)) == total  # per-user update seq: no duplicates
+
+
+async def test_usage_ephemeral_cross_processes(shared_cluster: Cluster) -> None:
+    c = shared_cluster
+    user = unique_user()
+    sid = await new_session(c, 0, user)
+    session = await c.client(0, user, client_type="session-scoped", session_id=sid)
+    app = await c.client(1, user)
+    tokens, cost = {"total": 120, "input": 100, "output": 20}, {"total": 0.5}
+    report = {"key": "claude", "sessionId": sid, "tokens": tokens, "cost": cost}
+    ack = await session.call("usage-report", report)
+    assert ack == {
+        "success": True,
+        "reportId": ack["reportId"],
+        "createdAt": ack["createdAt"],
+        "updatedAt": ack["updatedAt"],
+    }
+    usage = await app.next("ephemeral")
+    assert usage == {
+        "type": "usage",
+        "id": sid,
+        "key": "claude",
+        "tokens": tokens,
+        "cost": cost,
+        "timestamp": usage["timestamp"],
+    }
+    assert isinstance(usage["timestamp"], int)
+    assert await session.nothing("ephemeral", 0.2)  # user-scoped-only
