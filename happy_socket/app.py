@@ -278,7 +278,11 @@ class App:
 
 
 def _reason(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__).strip().rstrip(".")
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if isinstance(orig, BaseException):
+        exc = orig
+    text = (str(exc) or type(exc).__name__).strip()
+    return text.splitlines()[0].strip().rstrip(".")
 
 
 def create_app(
