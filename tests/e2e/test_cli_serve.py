@@ -173,6 +173,7 @@ def test_token_is_refused_by_a_server_with_another_secret(tmp_path: Path) -> Non
         (["serve"], {"HAPPY_SOCKET_DB": "mysql://x"}, ["mysql"]),
         (["serve", "--without", "nope"], {}, ["nope"]),
         (["serve", "--db", "postgresql://nobody@127.0.0.1:1/x", "--secret", SECRET], {}, []),
+        (["serve", "--db", "sqlite:////nonexistent-dir/x/y.db", "--secret", SECRET], {}, ["y.db"]),
         (["token", "alice", "--db", "mysql://x"], {}, ["mysql"]),
         (["events", "--without", "nope"], {}, ["nope"]),
     ],
