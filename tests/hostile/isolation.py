@@ -17,7 +17,7 @@ from happy_socket import App
 from happy_socket.testing import TestSocket
 
 from .payloads import generic_template, templates
-from .support import BadAck, Resources, b64, classify, create_resources, rows_mentioning
+from .support import BadAck, b64, classify, create_resources, rows_mentioning
 
 STRAY_EVENTS = ("update", "ephemeral", "rpc-request")
 
@@ -25,7 +25,9 @@ STRAY_EVENTS = ("update", "ephemeral", "rpc-request")
 class Deployment(Protocol):
     """One or more server processes sharing a database."""
 
-    app: App  # an App on the same database: tokens and row inspection
+    @property
+    def app(self) -> App:
+        """An App on the same database: tokens and row inspection."""
 
     def url(self, index: int) -> str: ...
 
@@ -249,8 +251,8 @@ class Matrix:
                         path = path.replace("{" + name + "}", value)
                     for method in info.methods:
                         self.tried += 1
-                        kwargs = {"json": body} if method in ("POST", "PUT", "PATCH") else {}
-                        reply = await http.request(method, path, **kwargs)
+                        sent = body if method in ("POST", "PUT", "PATCH") else None
+                        reply = await http.request(method, path, json=sent)
                         leaked = [n for n in needles if n in reply.text]
                         if reply.status_code >= 500 or leaked:
                             self.failures.append(
