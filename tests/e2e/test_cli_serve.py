@@ -198,3 +198,26 @@ def test_port_in_use_is_one_sentence(tmp_path: Path) -> None:
         )
     assert done.returncode != 0
     assert_one_sentence(done.stderr, str(port), "in use")
+
+
+async def test_serve_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    """PostgreSQL needs an explicit secret (every process must share it); then it serves."""
+    done = sp.run("serve", "--port", str(sp.free_port()), "--db", pg_url, cwd=tmp_path)
+    assert done.returncode != 0
+    assert_one_sentence(done.stderr, "secret")
+
+    env = {"HAPPY_SOCKET_SECRET": SECRET}
+    with sp.serve(["--db", pg_url], tmp_path, port=sp.free_port(), env=env) as served:
+        token = token_for("erin", "--db", pg_url, env=env)
+        login, connected, pong = await results(
+            served.url,
+            [
+                {"op": "login"},
+                {"op": "connect", "auth": {"token": token}},
+                {"op": "emit", "event": "ping", "ack": True},
+            ],
+        )
+        assert login["status"] == 200
+        assert connected["connected"] is True
+        assert pong == {"ack": {}, "ackArgs": [{}]}
+        assert served.terminate() == 0
