@@ -293,6 +293,8 @@ class Cluster:
         self, pid: str, sid: str, user: str, method: str, params: Any, timeout: float
     ) -> Outcome:
         """Forward a call to socket ``sid`` of process ``pid``; ABSENT when it never got there."""
+        if not self._subscribed.is_set():
+            return ABSENT  # the answer could not reach us: wait for the subscription instead
         call_id = uuid.uuid4().hex
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = _Pending(future, pid)

@@ -132,3 +132,41 @@ async def test_rpc_resumes_after_redis_restart(
         "ok": True,
         "result": {"by": "late"},
     }
+
+
+async def test_updates_resume_and_nothing_persisted_is_lost(
+    cluster: ClusterFactory, private_redis: RedisServer
+) -> None:
+    import httpx
+
+    c = await cluster(2, grace=2.0, redis=private_redis.url)
+    user = unique_user()
+    token = await c.token(user)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+        created = await http.post(c[0].url + "/v1/sessions", json={"tag": "t", "metadata": "m"})
+        sid = created.json()["session"]["id"]
+        sender = await c.client(0, user, client_type="session-scoped", session_id=sid)
+        app = await c.client(1, user)
+        assert (await sender.call("message", {"sid": sid, "message": "before"}))["seq"] == 1
+        assert (await app.next("update"))["body"]["message"]["seq"] == 1
+
+        private_redis.stop()
+        # stored in PostgreSQL even though its emit to process 1 is lost
+        assert (await sender.call("message", {"sid": sid, "message": "during"}))["seq"] == 2
+        await private_redis.start()
+
+        # python-socketio's Redis manager reconnects with a backoff (1, 2, 4 s ...):
+        # keep sending until a message crosses processes again
+        seq = 2
+        for _ in range(40):
+            seq = (await sender.call("message", {"sid": sid, "message": "after"}))["seq"]
+            with contextlib.suppress(TimeoutError):
+                update = await app.next("update", timeout=0.5)
+                if update["body"]["message"]["seq"] == seq:
+                    break
+        else:
+            raise AssertionError("updates never crossed processes again after the restart")
+        listed = await http.get(f"{c[1].url}/v1/sessions/{sid}/messages")
+        seqs = [m["seq"] for m in listed.json()["messages"]]
+        assert seqs == list(range(seq, 0, -1))  # newest first, no gap: nothing persisted lost
