@@ -157,7 +157,7 @@ async def test_environment_variables_are_honoured(tmp_path: Path) -> None:
     assert "ping" not in [line.split("\t")[0] for line in events.stdout.splitlines()]
 
 
-def test_token_is_refused_by_a_server_with_another_secret(tmp_path: Path) -> None:
+def test_token_command_signs_with_the_given_secret(tmp_path: Path) -> None:
     from happy_socket.auth import Tokens
 
     db = f"sqlite:///{tmp_path / 't.db'}"
