@@ -36,6 +36,7 @@ REDIS_FAILURE_GRACE_S = 1.0
 Outcome = dict[str, Any]
 ABSENT: Outcome = {"absent": True}  # the target does not (or no longer) serve the method
 DISCONNECTED: Outcome = {"ok": False, "error": "RPC target disconnected"}
+INTERNAL: Outcome = {"ok": False, "error": "Internal error"}
 
 RequestHandler = Callable[[str, str, str, Any, float], Awaitable[Outcome]]
 NotifyHandler = Callable[[tuple[str, str] | None], None]  # None: wake every waiting call
@@ -282,10 +283,14 @@ class Cluster:
             )
         except Exception:
             log.exception("rpc: serving a forwarded request failed")
-            outcome = {"ok": False, "error": "Internal error"}
-        answer = {"t": "res", "id": msg.get("id"), "r": outcome}
+            outcome = INTERNAL
         try:
-            await self.redis.publish(self.channel_of(str(msg.get("from"))), _dumps(answer))
+            data = _dumps({"t": "res", "id": msg.get("id"), "r": outcome})
+        except (TypeError, orjson.JSONEncodeError):  # e.g. binary in the holder's answer
+            log.warning("rpc: the answer to a forwarded call is not JSON")
+            data = _dumps({"t": "res", "id": msg.get("id"), "r": INTERNAL})
+        try:
+            await self.redis.publish(self.channel_of(str(msg.get("from"))), data)
         except Exception as exc:
             log.warning("rpc: could not return an answer to process %s: %r", msg.get("from"), exc)
 

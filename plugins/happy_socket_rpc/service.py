@@ -8,7 +8,9 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from .cluster import ABSENT, DISCONNECTED, Cluster, Outcome
+from happy_socket import ConfigError
+
+from .cluster import ABSENT, DISCONNECTED, INTERNAL, Cluster, Outcome
 from .registry import Holder, LocalRegistry
 
 if TYPE_CHECKING:
@@ -25,7 +27,6 @@ RECHECK_S = 1.0  # with Redis, a waiting call also re-reads the registry this of
 NOT_AVAILABLE: Outcome = {"ok": False, "error": "RPC method not available"}
 SAME_SOCKET: Outcome = {"ok": False, "error": "Cannot call RPC on the same socket"}
 TIMED_OUT: Outcome = {"ok": False, "error": "operation has timed out"}
-INTERNAL: Outcome = {"ok": False, "error": "Internal error"}
 
 
 def option(app: App, name: str, default: Any) -> Any:
@@ -35,7 +36,12 @@ def option(app: App, name: str, default: Any) -> Any:
         value = os.environ.get(f"HAPPY_SOCKET_RPC_{name.upper()}")
     if value is None:
         return default
-    return type(default)(value)
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"Option rpc.{name} = {value!r} is not a valid {type(default).__name__}."
+        ) from None
 
 
 class RpcService:

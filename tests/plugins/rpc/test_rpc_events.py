@@ -283,3 +283,21 @@ async def test_registrations_vanish_with_the_socket(make_server: ServerFactory) 
             break
         await asyncio.sleep(0.02)
     assert len(rpc.local) == 0
+
+
+def test_options_from_settings_and_environment(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from happy_socket import ConfigError, Settings, create_app
+
+    rpc = create_app(Settings(db=sqlite_url)).service("rpc")
+    assert (rpc.grace, rpc.timeout, rpc.prefix) == (10.0, 30.0, "happy-socket:rpc")
+    monkeypatch.setenv("HAPPY_SOCKET_RPC_TIMEOUT", "2.5")
+    monkeypatch.setenv("HAPPY_SOCKET_RPC_REDIS_PREFIX", "mine")
+    rpc = create_app(
+        Settings(db=sqlite_url, plugin_options={"rpc": {"grace": 0, "timeout": 7}})
+    ).service("rpc")
+    assert (rpc.grace, rpc.timeout, rpc.prefix) == (0.0, 7.0, "mine")  # settings win
+    monkeypatch.setenv("HAPPY_SOCKET_RPC_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match=r"rpc\.timeout"):
+        create_app(Settings(db=sqlite_url))
