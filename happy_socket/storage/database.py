@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import databases
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import ClauseElement
 
 log = logging.getLogger("happy_socket.storage")
@@ -38,33 +39,100 @@ Unit = Callable[["Tx"], Awaitable[T]]
 MAX_BATCH = 256
 
 
+Values = Mapping[str, Any] | None
+_PG_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+_PG_CACHE_SIZE = 2000
+_pg_compiled: dict[Any, Any] = {}
+
+
 def _row(record: Any) -> Row | None:
     return None if record is None else dict(record._mapping)
 
 
+def _pg_statement(query: ClauseElement, values: Values) -> tuple[str, list[Any]] | None:
+    """``query`` as asyncpg SQL and arguments, compiled once per statement shape.
+
+    SQLAlchemy's cache key identifies statements that differ only in their literal values;
+    each shape is compiled once (``databases`` compiles every execution). None when the
+    statement cannot be cached (expanding IN lists and the like): use ``databases`` then.
+    """
+    key = query._generate_cache_key()
+    if key is None:
+        return None
+    compiled: Any = _pg_compiled.get(key.key)
+    if compiled is None:
+        compiled = _PG_DIALECT.statement_compiler(_PG_DIALECT, query, cache_key=key)
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            compiled = False
+        if len(_pg_compiled) >= _PG_CACHE_SIZE:
+            _pg_compiled.clear()
+        _pg_compiled[key.key] = compiled
+    if compiled is False:
+        return None
+    params = compiled.construct_params(
+        params=values, extracted_parameters=key.bindparams, escape_names=False
+    )
+    procs = compiled._bind_processors
+    args = [procs[n](params[n]) if n in procs else params[n] for n in compiled.positiontup]
+    return compiled.string, args
+
+
+def _plain(query: Query, values: Values) -> tuple[Query, dict[str, Any] | None]:
+    """``query`` and ``values`` the way ``databases`` takes them (it binds values to text only)."""
+    if values is None:
+        return query, None
+    if isinstance(query, str):
+        return query, dict(values)
+    return query.params(dict(values)), None
+
+
 class Tx:
-    """Statements inside one atomic unit of work."""
+    """Statements inside one atomic unit of work.
+
+    Every method takes an optional ``values`` mapping for ``sa.bindparam(name)``
+    placeholders: build a hot statement once at import time and pass its values per call,
+    which skips rebuilding (and on PostgreSQL recompiling) it.
+    """
 
     def __init__(self, conn: databases.core.Connection, dialect: str) -> None:
         self._conn = conn
         self.dialect = dialect
 
-    async def fetch_one(self, query: Query) -> Row | None:
+    async def _fetch(self, query: Query, values: Values, many: bool) -> list[Row]:
+        stmt = None if isinstance(query, str) else _pg_statement(query, values)
+        if stmt is None:
+            query, plain = _plain(query, values)
+            if many:
+                return [dict(r._mapping) for r in await self._conn.fetch_all(query, plain)]
+            row = _row(await self._conn.fetch_one(query, plain))
+            return [] if row is None else [row]
+        raw = self._conn.raw_connection
+        if many:
+            return [dict(r) for r in await raw.fetch(stmt[0], *stmt[1])]
+        record = await raw.fetchrow(stmt[0], *stmt[1])
+        return [] if record is None else [dict(record)]
+
+    async def fetch_one(self, query: Query, values: Values = None) -> Row | None:
         """The first row of ``query`` as a dict, or None."""
-        return _row(await self._conn.fetch_one(query))
+        rows = await self._fetch(query, values, many=False)
+        return rows[0] if rows else None
 
-    async def fetch_all(self, query: Query) -> list[Row]:
+    async def fetch_all(self, query: Query, values: Values = None) -> list[Row]:
         """All rows of ``query`` as dicts."""
-        return [dict(r._mapping) for r in await self._conn.fetch_all(query)]
+        return await self._fetch(query, values, many=True)
 
-    async def fetch_val(self, query: Query) -> Any:
+    async def fetch_val(self, query: Query, values: Values = None) -> Any:
         """The first column of the first row, or None."""
-        row = await self._conn.fetch_one(query)
-        return None if row is None else row[0]
+        row = await self.fetch_one(query, values)
+        return None if row is None else next(iter(row.values()))
 
-    async def execute(self, query: Query) -> None:
+    async def execute(self, query: Query, values: Values = None) -> None:
         """Run ``query``; use ``.returning(...)`` with fetch_* to learn what it changed."""
-        await self._conn.execute(query)
+        stmt = None if isinstance(query, str) else _pg_statement(query, values)
+        if stmt is None:
+            await self._conn.execute(*_plain(query, values))
+        else:
+            await self._conn.raw_connection.execute(stmt[0], *stmt[1])
 
 
 class _SyncTx(Tx):
@@ -74,24 +142,28 @@ class _SyncTx(Tx):
         self._sync = conn
         self.dialect = "sqlite"
 
-    def _run(self, query: Query) -> sa.CursorResult[Any]:
+    def _run(self, query: Query, values: Values) -> sa.CursorResult[Any]:
         if isinstance(query, str):
-            return self._sync.exec_driver_sql(query)
-        return self._sync.execute(cast(sa.Executable, query))
+            if values is None:
+                return self._sync.exec_driver_sql(query)
+            return self._sync.execute(sa.text(query), dict(values))
+        return self._sync.execute(
+            cast(sa.Executable, query), None if values is None else dict(values)
+        )
 
-    async def fetch_one(self, query: Query) -> Row | None:
-        row = self._run(query).first()
+    async def fetch_one(self, query: Query, values: Values = None) -> Row | None:
+        row = self._run(query, values).first()
         return None if row is None else dict(row._mapping)
 
-    async def fetch_all(self, query: Query) -> list[Row]:
-        return [dict(r._mapping) for r in self._run(query).all()]
+    async def fetch_all(self, query: Query, values: Values = None) -> list[Row]:
+        return [dict(r._mapping) for r in self._run(query, values).all()]
 
-    async def fetch_val(self, query: Query) -> Any:
-        row = self._run(query).first()
+    async def fetch_val(self, query: Query, values: Values = None) -> Any:
+        row = self._run(query, values).first()
         return None if row is None else row[0]
 
-    async def execute(self, query: Query) -> None:
-        self._run(query).close()
+    async def execute(self, query: Query, values: Values = None) -> None:
+        self._run(query, values).close()
 
 
 def _sync_url(url: str) -> str:
@@ -177,25 +249,31 @@ class Database:
 
     # -- reads ---------------------------------------------------------------
 
-    async def fetch_one(self, query: Query) -> Row | None:
+    async def fetch_one(self, query: Query, values: Values = None) -> Row | None:
         """Read the first row of ``query``."""
-        if self._memory:
-            return await self.write(lambda tx: tx.fetch_one(query))
-        if self._reader is not None:
-            return _row(await self._reader.fetch_one(query))
-        return _row(await self._db.fetch_one(query))
+        rows = await self._read(query, values, many=False)
+        return rows[0] if rows else None
 
-    async def fetch_all(self, query: Query) -> list[Row]:
+    async def fetch_all(self, query: Query, values: Values = None) -> list[Row]:
         """Read all rows of ``query``."""
-        if self._memory:
-            return await self.write(lambda tx: tx.fetch_all(query))
-        records = await (self._reader or self._db).fetch_all(query)
-        return [dict(r._mapping) for r in records]
+        return await self._read(query, values, many=True)
 
-    async def fetch_val(self, query: Query) -> Any:
+    async def fetch_val(self, query: Query, values: Values = None) -> Any:
         """Read the first column of the first row of ``query``."""
-        row = await self.fetch_one(query)
+        row = await self.fetch_one(query, values)
         return None if row is None else next(iter(row.values()))
+
+    async def _read(self, query: Query, values: Values, many: bool) -> list[Row]:
+        if self._memory:
+            return await self.write(lambda tx: tx.fetch_all(query, values))
+        if self._reader is not None:
+            query, plain = _plain(query, values)
+            if many:
+                return [dict(r._mapping) for r in await self._reader.fetch_all(query, plain)]
+            row = _row(await self._reader.fetch_one(query, plain))
+            return [] if row is None else [row]
+        async with self._db.connection() as conn:
+            return await Tx(conn, self.dialect)._fetch(query, values, many)
 
     # -- writes --------------------------------------------------------------
 
@@ -210,9 +288,9 @@ class Database:
         await self._queue.put((unit, future))
         return await future
 
-    async def execute(self, query: Query) -> None:
+    async def execute(self, query: Query, values: Values = None) -> None:
         """Run one write statement as its own unit."""
-        await self.write(lambda tx: tx.execute(query))
+        await self.write(lambda tx: tx.execute(query, values))
 
     async def _write_loop(self) -> None:
         assert self._sync is not None
