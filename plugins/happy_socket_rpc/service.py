@@ -22,7 +22,7 @@ DEFAULT_GRACE_S = 10.0
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_PREFIX = "happy-socket:rpc"
 MAX_ATTEMPTS = 5
-RECHECK_S = 1.0  # with Redis, a waiting call also re-reads the registry this often
+DEFAULT_RECHECK_S = 1.0  # with Redis, a waiting call also re-reads the registry this often
 
 NOT_AVAILABLE: Outcome = {"ok": False, "error": "RPC method not available"}
 SAME_SOCKET: Outcome = {"ok": False, "error": "Cannot call RPC on the same socket"}
@@ -52,6 +52,7 @@ class RpcService:
         self.grace = max(0.0, float(option(app, "grace", DEFAULT_GRACE_S)))
         self.timeout = max(0.001, float(option(app, "timeout", DEFAULT_TIMEOUT_S)))
         self.prefix = str(option(app, "redis_prefix", DEFAULT_PREFIX))
+        self.recheck = max(0.05, float(option(app, "recheck", DEFAULT_RECHECK_S)))
         self.local = LocalRegistry()
         self.cluster: Cluster | None = None
         self._users: dict[str, str] = {}  # connected sid -> user id
@@ -147,7 +148,7 @@ class RpcService:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or attempts >= MAX_ATTEMPTS:
                     return NOT_AVAILABLE
-                wait = remaining if self.cluster is None else min(remaining, RECHECK_S)
+                wait = remaining if self.cluster is None else min(remaining, self.recheck)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), wait)
             finally:

@@ -194,6 +194,8 @@ async def start_cluster(
     prefix = f"hs-test:{uuid.uuid4().hex[:12]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAPPY_SOCKET_")}
     env |= {"HAPPY_SOCKET_RPC_TIMEOUT": str(timeout), "HAPPY_SOCKET_RPC_REDIS_PREFIX": prefix}
+    # no periodic re-read of the registry: only registration announcements wake a waiting call
+    env["HAPPY_SOCKET_RPC_RECHECK"] = "60"
     args = ["--db", db, "--redis", redis, "--secret", SECRET]
     args += ["--rpc-grace", str(grace), "--log-level", "info"]
     tag = uuid.uuid4().hex[:6]

@@ -104,9 +104,9 @@ async def test_late_registration_on_other_process_wakes_the_call(shared_cluster:
     await asyncio.sleep(0.2)
     started = time.monotonic()
     await register(holder, "m")
+    # announced over Redis pub/sub (the processes run without the periodic re-read)
     assert (await asyncio.wait_for(call, 5))["ok"] is True
-    # announced over Redis pub/sub, not found by the 1 s safety re-read (generous margin)
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 1.8  # before the 2 s grace ran out
 
 
 async def test_latest_wins_and_fallback_across_processes(shared_cluster: Cluster) -> None:
