@@ -1,9 +1,10 @@
 """A holder's process killed with SIGKILL: calls fail fast, the holder is found elsewhere,
-and the dead process's registrations disappear from Redis."""
+and the dead process's registrations disappear from Redis; SIGTERM withdraws them at once."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import redis.asyncio as aioredis
@@ -61,5 +62,11 @@ async def test_sigkill_of_holder_process(cluster: ClusterFactory) -> None:
             keys = [k async for k in redis.scan_iter(match=f"{c.prefix}:m:*")]
         assert len(keys) == 1  # only N:0 of the new holder is left
         assert len(await redis.smembers(f"{c.prefix}:procs")) == 1
+
+        # SIGTERM: the process withdraws its registrations and liveness key itself, at once
+        # (without it they would stay visible up to the 2 s liveness TTL)
+        c[1].kill(signal.SIGTERM)
+        assert await asyncio.to_thread(c[1].wait) == 0
+        assert [k async for k in redis.scan_iter(match=f"{c.prefix}:*")] == []
     finally:
         await redis.aclose()
