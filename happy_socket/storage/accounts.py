@@ -27,6 +27,18 @@ class Accounts:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._known: set[str] = set()
+        # built once: the hottest statement of the server (every update allocates a seq)
+        self._next_seq = (
+            db.insert(accounts)
+            .values(
+                id=sa.bindparam("user_id"),
+                seq=1,
+                created_at=sa.bindparam("created_at"),
+                updated_at=sa.bindparam("updated_at"),
+            )
+            .on_conflict_do_update(index_elements=["id"], set_={"seq": accounts.c.seq + 1})
+            .returning(accounts.c.seq)
+        )
 
     async def ensure(self, user_id: str) -> None:
         """Create the account ``user_id`` unless it exists."""
@@ -67,12 +79,7 @@ class Accounts:
     async def next_seq(self, user_id: str, tx: Tx | None = None) -> int:
         """Allocate the user's next update seq (one atomic upsert; creates the account)."""
         now = now_ms()
-        stmt = (
-            self._db.insert(accounts)
-            .values(id=user_id, seq=1, created_at=now, updated_at=now)
-            .on_conflict_do_update(index_elements=["id"], set_={"seq": accounts.c.seq + 1})
-            .returning(accounts.c.seq)
-        )
+        values = {"user_id": user_id, "created_at": now, "updated_at": now}
         if tx is not None:
-            return int(await tx.fetch_val(stmt))
-        return int(await self._db.write(lambda t: t.fetch_val(stmt)))
+            return int(await tx.fetch_val(self._next_seq, values))
+        return int(await self._db.write(lambda t: t.fetch_val(self._next_seq, values)))
