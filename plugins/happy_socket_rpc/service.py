@@ -139,7 +139,7 @@ class RpcService:
                     target = holders[0]
                     attempts += 1
                     outcome = await self._forward(target, user, method, params)
-                    if outcome is not ABSENT:
+                    if not outcome.get("absent"):
                         return outcome
                     tried.add((target.pid, target.sid))
                     continue

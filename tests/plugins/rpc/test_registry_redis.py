@@ -124,3 +124,36 @@ async def test_shutdown_withdraws_everything(
     assert [k async for k in redis.scan_iter(match=f"{p}:*")] == []
     await asyncio.sleep(0.7)  # no heartbeat brings anything back
     assert [k async for k in redis.scan_iter(match=f"{p}:*")] == []
+
+
+async def test_holder_gone_before_the_request_arrived_falls_back(
+    make_server: ServerFactory, redis_url: str, tmp_path: Any
+) -> None:
+    """Two in-process servers on one Redis prefix (each its own SQLite: RPC needs no DB)."""
+    options = {"rpc": {"redis_prefix": prefix(), "grace": 0.0}}
+    a = await make_server(redis=redis_url, plugin_options=options)
+    b = await make_server(
+        redis=redis_url, plugin_options=options, db=f"sqlite:///{tmp_path / 'b.db'}"
+    )
+    caller, older = await a.client("alice"), await a.client("alice")
+    newer = await b.client("alice")
+    answer_with(older, "older")
+    answer_with(newer, "newer")
+    await register(older, "m")
+    await register(newer, "m")
+    reply = await caller.call("rpc-call", {"method": "m", "params": None})
+    assert reply["result"]["by"] == "newer"  # across the two servers
+    # b forgets the registration but Redis still lists it (as in the instant between a
+    # disconnect and its removal from Redis): b answers "not here", a falls back
+    assert b.app.service("rpc").local.remove("alice", "m", newer.sid)
+    reply = await caller.call("rpc-call", {"method": "m", "params": None})
+    assert reply == {
+        "ok": True,
+        "result": {"by": "older", "echo": {"method": "m", "params": None}},
+    }
+    await older.emit("rpc-unregister", {"method": "m"})
+    assert await older.next("rpc-unregistered") == {"method": "m"}
+    assert await caller.call("rpc-call", {"method": "m"}) == {
+        "ok": False,
+        "error": "RPC method not available",
+    }
