@@ -82,6 +82,7 @@ class Cluster:
         self._failing_since: float | None = None
         self._loops: list[asyncio.Task[Any]] = []
         self._stopped = False
+        self._lookup_failing = False
 
     @property
     def channel(self) -> str:
@@ -163,9 +164,8 @@ class Cluster:
             await self._announce_all()
 
     async def _announce_all(self) -> None:
-        with contextlib.suppress(Exception):
-            for user, method in {(u, m) for u, m, _, _ in self.local.items()}:
-                await self.redis.publish(self.notify_channel, orjson.dumps([user, method]))
+        with contextlib.suppress(Exception):  # "[]" wakes every waiting call everywhere
+            await self.redis.publish(self.notify_channel, b"[]")
 
     def _failed(self, what: str, exc: BaseException) -> None:
         if not self._dirty:
@@ -175,10 +175,16 @@ class Cluster:
     async def lookup(self, user: str, method: str) -> list[Any] | None:
         """Live holders from Redis, or None when Redis does not answer."""
         try:
-            return await self.registry.lookup(user, method)
+            holders = await self.registry.lookup(user, method)
         except Exception as exc:
-            log.warning("rpc: lookup in Redis failed (%r); using local holders only", exc)
+            if not self._lookup_failing:
+                log.warning("rpc: lookups in Redis fail (%r); using local holders only", exc)
+            self._lookup_failing = True
             return None
+        if self._lookup_failing:
+            log.info("rpc: lookups in Redis work again")
+        self._lookup_failing = False
+        return holders
 
     # -- background loops ------------------------------------------------------
 
@@ -262,6 +268,8 @@ class Cluster:
         if (channel.decode() if isinstance(channel, bytes) else channel) == self.notify_channel:
             if isinstance(msg, list) and len(msg) == 2:
                 self._on_registered((str(msg[0]), str(msg[1])))
+            elif msg == []:
+                self._on_registered(None)
             return
         if not isinstance(msg, dict):
             return
