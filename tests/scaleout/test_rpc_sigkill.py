@@ -1,5 +1,6 @@
 """A holder's process killed with SIGKILL: calls fail fast, the holder is found elsewhere,
-and the dead process's registrations disappear from Redis; SIGTERM withdraws them at once."""
+and the dead process's registrations disappear from Redis; a frozen (SIGSTOP) process is
+treated as dead and heals itself when it runs again; SIGTERM withdraws at once."""
 
 from __future__ import annotations
 
@@ -27,6 +28,26 @@ async def test_sigkill_of_holder_process(cluster: ClusterFactory) -> None:
     redis = aioredis.Redis.from_url(c.redis)
     try:
         assert len([k async for k in redis.scan_iter(match=f"{c.prefix}:m:*")]) == 4
+
+        # SIGSTOP (a frozen process: its Redis connection stays open): a call forwarded to it
+        # fails once its liveness key expires; the survivor sweeps its registrations
+        c[0].kill(signal.SIGSTOP)
+        started = time.monotonic()
+        reply = await caller.call("rpc-call", {"method": "N:1"}, timeout=8)
+        assert reply == DISCONNECTED
+        assert time.monotonic() - started < 5  # liveness TTL 2 s; generous margin
+        key = f"{c.prefix}:m:{len(user)}:{user}:N:1"
+        deadline = time.monotonic() + 8
+        while await redis.exists(key) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not await redis.exists(key)
+        # ... and once it runs again it publishes its registrations again by itself
+        c[0].kill(signal.SIGCONT)
+        reply = await caller.call("rpc-call", {"method": "N:1", "params": 2}, timeout=9)
+        assert reply == {
+            "ok": True,
+            "result": {"by": "old", "echo": {"method": "N:1", "params": 2}},
+        }
         in_flight = asyncio.ensure_future(caller.call("rpc-call", {"method": "M:slow"}, timeout=12))
         await asyncio.wait_for(arrived.wait(), 5)
 
