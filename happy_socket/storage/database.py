@@ -282,7 +282,10 @@ class Database:
         if not self.connected:
             raise RuntimeError("database is not connected")
         if not self.is_sqlite:
-            async with self._db.connection() as conn, conn.transaction():
+            # asyncpg's own transaction, not ``conn.transaction()``: a task cancelled during
+            # BEGIN or COMMIT there leaves the pooled connection checked out for good, and
+            # closing the pool (shutdown) then waits forever.
+            async with self._db.connection() as conn, conn.raw_connection.transaction():
                 return await unit(Tx(conn, self.dialect))
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put((unit, future))
