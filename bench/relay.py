@@ -145,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3100)
+    parser.add_argument("--ws", default="auto", help="uvicorn websocket implementation")
     args = parser.parse_args()
     app = socketio.ASGIApp(sio, other_asgi_app=health, socketio_path="v1/updates")
     uvicorn.run(
@@ -153,6 +154,8 @@ def main() -> None:
         port=args.port,
         log_level="warning",
         access_log=False,
+        ws=args.ws,
+        loop="asyncio",  # as happy-socket serve (asyncio.run), even when uvloop is installed
         ws_per_message_deflate=False,
         lifespan="off",
         backlog=2048,

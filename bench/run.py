@@ -306,6 +306,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per scenario")
     parser.add_argument("--connections", default="2000,10000", help="socket counts ('' = skip)")
     parser.add_argument("--skip-connections", action="store_true")
+    parser.add_argument("--skip-scenarios", action="store_true", help="only the connection counts")
     parser.add_argument("--json", default=str(BENCH / "results.json"))
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
@@ -314,10 +315,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hs-bench-") as tmp:
         for name in names:
             results[name] = {}
-            with target(name, Path(tmp)) as t:
-                for label, config in scenarios(t, "bench-main", int(args.duration * 1000)):
-                    results[name][label] = r = load(config)
-                    print(f"{name:7} {label:26} {cell(r)}", flush=True)
+            if not args.skip_scenarios:
+                with target(name, Path(tmp)) as t:
+                    for label, config in scenarios(t, "bench-main", int(args.duration * 1000)):
+                        results[name][label] = r = load(config)
+                        print(f"{name:7} {label:26} {cell(r)}", flush=True)
             for count in counts:  # fresh servers: idle RSS without the scenarios' garbage
                 with target(name, Path(tmp)) as t:
                     label = f"{count} connections"
