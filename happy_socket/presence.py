@@ -162,3 +162,125 @@ class TimedCache(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._expiry)
+
+
+SHARED_TTL_MS = 30_000
+SHARED_REFRESH_S = 10.0
+
+
+class SharedPresence:
+    """Which keys have at least one present socket, in this process and (with Redis) in any.
+
+    Each process knows its own sockets. With Redis it also keeps, per key, a sorted set
+    ``<prefix><key>`` whose members are process tokens scored with an expiry time, added
+    when the key becomes present here, removed when it stops, and refreshed every
+    ``SHARED_REFRESH_S`` while present; a crashed process's entry expires within
+    ``ttl_ms``. Redis errors are logged and answered from local knowledge.
+    """
+
+    def __init__(
+        self, prefix: str, redis_url: str | None = None, *, ttl_ms: int = SHARED_TTL_MS
+    ) -> None:
+        from .ids import random_id
+
+        self.prefix = prefix
+        self.ttl_ms = ttl_ms
+        self._by_sid: dict[str, tuple[str, bool]] = {}  # sid -> (key, present)
+        self._present: dict[str, set[str]] = {}  # key -> sids present
+        self._redis_url = redis_url
+        self._redis: Any = None
+        self.token = random_id(16)
+
+    async def start(self) -> None:
+        """Connect to Redis when configured."""
+        if self._redis_url and self._redis is None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(self._redis_url)
+
+    async def stop(self) -> None:
+        """Withdraw this process's entries and close Redis."""
+        client, self._redis = self._redis, None
+        if client is None:
+            return
+        try:
+            for key in list(self._present):
+                await client.zrem(self.prefix + key, self.token)
+        except Exception:
+            log.warning("could not withdraw %s entries from Redis", self.prefix, exc_info=True)
+        finally:
+            await client.aclose()
+
+    async def set(self, sid: str, key: str, present: bool) -> None:
+        """Record whether socket ``sid`` makes ``key`` present."""
+        self._by_sid[sid] = (key, present)
+        sids = self._present.get(key)
+        if present:
+            if sids is None:
+                self._present[key] = {sid}
+                await self._publish(key, True)
+            else:
+                sids.add(sid)
+        elif sids is not None and sid in sids:
+            sids.discard(sid)
+            if not sids:
+                del self._present[key]
+                await self._publish(key, False)
+
+    async def forget(self, sid: str) -> None:
+        """Socket ``sid`` is gone."""
+        entry = self._by_sid.pop(sid, None)
+        if entry is not None:
+            await self.set(sid, entry[0], False)
+            self._by_sid.pop(sid, None)
+
+    def local(self, key: str) -> bool:
+        """True when a socket of this process makes ``key`` present."""
+        return key in self._present
+
+    async def anywhere(self, key: str) -> bool:
+        """True when a socket of any process makes ``key`` present."""
+        if key in self._present:
+            return True
+        if self._redis is None:
+            return False
+        try:
+            found = await self._redis.zrangebyscore(
+                self.prefix + key, now_ms(), "+inf", start=0, num=1
+            )
+        except Exception:
+            log.warning("%s lookup in Redis failed", self.prefix, exc_info=True)
+            return False
+        return bool(found)
+
+    async def refresh(self) -> None:
+        """Extend this process's entries and drop expired ones."""
+        if self._redis is None or not self._present:
+            return
+        now = now_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in list(self._present):
+                name = self.prefix + key
+                pipe.zadd(name, {self.token: now + self.ttl_ms})
+                pipe.zremrangebyscore(name, "-inf", now)
+                pipe.pexpire(name, self.ttl_ms * 2)
+            await pipe.execute()
+
+    async def run(self, interval_s: float = SHARED_REFRESH_S) -> None:
+        """Refresh every ``interval_s`` seconds until cancelled."""
+        await every(interval_s, self.refresh, name=f"{self.prefix} refresh")
+
+    async def _publish(self, key: str, present: bool) -> None:
+        if self._redis is None:
+            return
+        name = self.prefix + key
+        try:
+            if present:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.zadd(name, {self.token: now_ms() + self.ttl_ms})
+                    pipe.pexpire(name, self.ttl_ms * 2)
+                    await pipe.execute()
+            else:
+                await self._redis.zrem(name, self.token)
+        except Exception:
+            log.warning("%s update in Redis failed", self.prefix, exc_info=True)

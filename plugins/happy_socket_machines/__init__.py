@@ -60,7 +60,7 @@ async def on_connect(ctx: Context) -> None:
     conn = ctx.connection
     if conn.client_type is ClientType.MACHINE and conn.machine_id is not None:
         svc = _service(ctx.app)
-        svc.connected(conn.user_id, conn.machine_id, conn.sid)
+        await svc.connected(conn.user_id, conn.machine_id, conn.sid)
         await svc.announce(conn.user_id, conn.machine_id, True, ctx.clock())
 
 
@@ -69,7 +69,7 @@ async def on_disconnect(ctx: Context) -> None:
     conn = ctx.connection
     if conn.client_type is ClientType.MACHINE and conn.machine_id is not None:
         svc = _service(ctx.app)
-        svc.disconnected(conn.user_id, conn.machine_id, conn.sid)
+        await svc.disconnected(conn.sid)
         await svc.announce(conn.user_id, conn.machine_id, False, ctx.clock())
 
 
@@ -80,8 +80,12 @@ async def startup(app: App) -> None:
     flush = float(app.settings.option("machines", "flush_interval", FLUSH_INTERVAL_S))
     app.spawn(svc.writer.run(flush), name="machines-activity-flush")
     app.spawn(every(interval, svc.sweep, name="machines presence sweep"), name="machines-sweep")
+    await svc.presence.start()
+    app.spawn(svc.presence.run(), name="machines-online-refresh")
 
 
 @hookimpl
 async def shutdown(app: App) -> None:
-    await _service(app).writer.flush()
+    svc = _service(app)
+    await svc.writer.flush()
+    await svc.presence.stop()

@@ -19,7 +19,7 @@ from happy_socket import (
     UserScopedOnly,
     VersionMismatch,
 )
-from happy_socket.presence import LazyActivityWriter, TimedCache
+from happy_socket.presence import LazyActivityWriter, SharedPresence, TimedCache
 
 from .tables import machine_json, machines, new_machine_body
 
@@ -29,6 +29,7 @@ OWNED_TTL_MS = 30_000
 NOT_OWNED_TTL_MS = 5_000
 TIMEOUT_MS = 10 * 60 * 1000
 MACHINE_ELSEWHERE = "Machine ID already exists for another account"
+ONLINE_PREFIX = "happy_socket:machine-online:"
 
 Key = tuple[str, str]  # (user id, machine id)
 
@@ -45,7 +46,7 @@ class MachinesService:
         self.app = app
         self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
-        self._online: dict[Key, set[str]] = {}
+        self.presence = SharedPresence(ONLINE_PREFIX, app.settings.redis)
         self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
             self._write_activity, clock=app.clock, name="machine activity"
         )
@@ -153,22 +154,25 @@ class MachinesService:
 
     def is_online(self, user_id: str, machine_id: str) -> bool:
         """True when a machine-scoped socket of this machine is connected to this process."""
-        return bool(self._online.get((user_id, machine_id)))
+        return self.presence.local(_online_key(user_id, machine_id))
+
+    async def online(self, user_id: str, machine_id: str) -> bool:
+        """True when a machine-scoped socket of this machine is connected to any process.
+
+        Without Redis this is :meth:`is_online`; with Redis, other processes' sockets
+        count too (a crashed process's entry expires within 30 s).
+        """
+        return await self.presence.anywhere(_online_key(user_id, machine_id))
 
     # -- connections ---------------------------------------------------------
 
-    def connected(self, user_id: str, machine_id: str, sid: str) -> None:
+    async def connected(self, user_id: str, machine_id: str, sid: str) -> None:
         """A machine-scoped socket joined."""
-        self._online.setdefault((user_id, machine_id), set()).add(sid)
+        await self.presence.set(sid, _online_key(user_id, machine_id), True)
 
-    def disconnected(self, user_id: str, machine_id: str, sid: str) -> None:
+    async def disconnected(self, sid: str) -> None:
         """A machine-scoped socket left."""
-        key = (user_id, machine_id)
-        sids = self._online.get(key)
-        if sids is not None:
-            sids.discard(sid)
-            if not sids:
-                del self._online[key]
+        await self.presence.forget(sid)
 
     async def announce(self, user_id: str, machine_id: str, active: bool, at: int) -> None:
         """Emit ``machine-activity`` to the user's apps."""
@@ -262,3 +266,7 @@ class MachinesService:
         if rows:
             log.info("presence sweep: %d machine(s) timed out", len(rows))
         return len(rows)
+
+
+def _online_key(user_id: str, machine_id: str) -> str:
+    return f"{len(user_id)}:{user_id}:{machine_id}"

@@ -21,9 +21,8 @@ from happy_socket import (
     VersionMismatch,
     new_id,
 )
-from happy_socket.presence import LazyActivityWriter, TimedCache
+from happy_socket.presence import LazyActivityWriter, SharedPresence, TimedCache
 
-from .focus import AppFocus
 from .tables import message_json, session_json, session_messages, sessions
 
 log = logging.getLogger("happy_socket.sessions")
@@ -33,6 +32,7 @@ NOT_OWNED_TTL_MS = 5_000
 END_SUPPRESS_MS = 60_000
 TIMEOUT_MS = 10 * 60 * 1000
 LIST_LIMIT = 150
+FOCUS_PREFIX = "happy_socket:focus:"
 
 DeleteListener = Callable[[Tx, str, str], Awaitable[None]]
 Key = tuple[str, str]  # (user id, session id)
@@ -67,7 +67,7 @@ class SessionsService:
         self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
             self._write_activity, clock=app.clock, name="session activity"
         )
-        self.focus = AppFocus(app.settings.redis)
+        self.focus = SharedPresence(FOCUS_PREFIX, app.settings.redis)  # key: user id
 
     # -- ownership -----------------------------------------------------------
 
@@ -210,7 +210,7 @@ class SessionsService:
 
     async def app_active(self, user_id: str) -> bool:
         """True when the user has an app in the foreground (PROTOCOL.md §7)."""
-        return await self.focus.active(user_id)
+        return await self.focus.anywhere(user_id)
 
     # -- socket events -------------------------------------------------------
 

@@ -337,3 +337,28 @@ def test_cli_machines_create(tmp_path: Path) -> None:
     clash = runner.invoke(cli, [*base, "--user", "u2", "--id", "M"])
     assert clash.exit_code != 0
     assert "another account" in clash.output
+
+
+async def test_online_across_processes_with_redis(
+    make_server: Any, sqlite_url: str, redis_url: str, clock: FakeClock
+) -> None:
+    servers = [
+        await make_server(app=make_app(sqlite_url, clock, redis=redis_url)) for _ in range(2)
+    ]
+    one, two = (s.app.service("machines") for s in servers)
+    user = "online-" + one.presence.token
+    await one.create_or_load(user, user + "-m", "meta")
+    mid = user + "-m"
+    assert not await two.online(user, mid)
+    daemon = await servers[0].client(user, client_type="machine-scoped", machine_id=mid)
+    assert one.is_online(user, mid) and not two.is_online(user, mid)  # is_online: this process
+    assert await two.online(user, mid) and await one.online(user, mid)
+    assert not await two.online(user, "other") and not await two.online("x", mid)
+    await one.presence.refresh()
+    assert await two.online(user, mid)
+    await daemon.disconnect()
+    for _ in range(50):
+        if not one.is_online(user, mid):
+            break
+        await asyncio.sleep(0.02)
+    assert not await two.online(user, mid)

@@ -280,4 +280,4 @@ async def test_focus_refresh_keeps_entries(srv: ServerHarness, state: str | None
     await focus.refresh()  # without Redis: nothing to do, no error
     extra = {} if state is None else {"appState": state}
     await srv.client("carol", **extra)
-    assert focus.local_active("carol") is (state == "active")
+    assert focus.local("carol") is (state == "active")
