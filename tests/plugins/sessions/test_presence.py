@@ -281,3 +281,49 @@ async def test_focus_refresh_keeps_entries(srv: ServerHarness, state: str | None
     extra = {} if state is None else {"appState": state}
     await srv.client("carol", **extra)
     assert focus.local("carol") is (state == "active")
+
+
+async def test_heartbeats_do_not_touch_the_database(srv: ServerHarness, clock: FakeClock) -> None:
+    sid = await new_session(srv)
+    app = await srv.client("alice")
+    db = srv.app.db
+    calls: list[str] = []
+    fetch_one, write = db.fetch_one, db.write
+
+    async def counting_fetch_one(query: object) -> object:
+        calls.append("read")
+        return await fetch_one(query)  # type: ignore[arg-type]
+
+    async def counting_write(unit: object) -> object:
+        calls.append("write")
+        return await write(unit)  # type: ignore[arg-type]
+
+    db.fetch_one = counting_fetch_one  # type: ignore[method-assign,assignment]
+    db.write = counting_write  # type: ignore[method-assign,assignment]
+    try:
+        for _ in range(20):
+            await app.emit("session-alive", {"sid": sid, "time": clock.advance(1000)})
+            await app.next("ephemeral")
+    finally:
+        db.fetch_one, db.write = fetch_one, write  # type: ignore[method-assign]
+    assert calls == []  # ownership was cached by create_or_load; writes wait for the flush
+    # one lazy write queued: the first heartbeat; the next 19 moved less than 30 s
+    assert srv.app.service("sessions").writer.pending == {("alice", sid): clock.now - 19_000}
+
+
+async def test_shared_presence_entry_of_a_silent_process_expires(redis_url: str) -> None:
+    from happy_socket.presence import SharedPresence
+
+    prefix = "happy_socket:test-expiry:"
+    dead, alive = SharedPresence(prefix, redis_url, ttl_ms=150), SharedPresence(prefix, redis_url)
+    await dead.start()
+    await alive.start()
+    try:
+        await dead.set("sid1", "k", True)
+        assert await alive.anywhere("k")
+        await asyncio.sleep(0.3)  # `dead` never refreshes, like a killed process
+        assert not await alive.anywhere("k")
+        assert dead.local("k")
+    finally:
+        await alive.stop()
+        await dead.stop()
