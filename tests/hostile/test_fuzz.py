@@ -49,7 +49,7 @@ async def test_every_event_survives_hostile_input_postgresql(
     make_server: ServerFactory, pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = await make_server(db=pg_url, plugin_options=RPC_FAST)
-    tally = await run_fuzz(server, caplog, junk=JUNK // 6, field_aware=FIELD // 3)
+    tally = await run_fuzz(server, caplog, junk=JUNK // 10, field_aware=FIELD // 5)
     FUZZ_REPORTS.append(f"hostile fuzz (PostgreSQL): {tally.report()}")
     assert not tally.failures, f"{len(tally.failures)} failures:\n" + "\n".join(tally.failures[:15])
 
