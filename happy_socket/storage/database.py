@@ -37,6 +37,7 @@ Row = dict[str, Any]
 Unit = Callable[["Tx"], Awaitable[T]]
 
 MAX_BATCH = 256
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's write lock (SQLite)
 
 
 Values = Mapping[str, Any] | None
@@ -220,7 +221,8 @@ class Database:
         conn = self._engine.connect()
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
-        conn.exec_driver_sql("PRAGMA busy_timeout=5000")
+        # 0: a locked database must not block the event loop; _begin waits asynchronously
+        conn.exec_driver_sql("PRAGMA busy_timeout=0")
         return conn
 
     async def _open_sqlite(self) -> databases.core.Connection:
@@ -367,13 +369,30 @@ class Database:
 
     @staticmethod
     async def _begin(conn: _Raw) -> None:
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-        except Exception:
-            # a transaction left open by a failed COMMIT/ROLLBACK: close it and try once more
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
-            await conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE; while another process holds the write lock, retry with
+        asyncio sleeps (up to BUSY_TIMEOUT_S) so the event loop keeps serving."""
+        deadline: float | None = None
+        delay = 0.001
+        while True:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                return
+            except Exception as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    # a transaction left open by a failed COMMIT/ROLLBACK: close it, try again
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                    await conn.execute("BEGIN IMMEDIATE")
+                    return
+                now = asyncio.get_running_loop().time()
+                if deadline is None:
+                    if conn.busy_timeout_ms() > 0:  # SQLite's own busy handler already waited
+                        raise
+                    deadline = now + BUSY_TIMEOUT_S
+                if now >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
 
     # -- helpers -------------------------------------------------------------
 
@@ -409,6 +428,9 @@ class _Raw:
 
     async def execute(self, sql: str) -> None:
         self._conn.exec_driver_sql(sql).close()
+
+    def busy_timeout_ms(self) -> int:
+        return int(self._conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
 
 
 def _settle_error(fut: asyncio.Future[Any], exc: BaseException) -> None:
