@@ -112,7 +112,8 @@ async def test_sqlite_locked_by_another_process_and_released(
 ) -> None:
     server = await make_server(db=sqlite_url)
     app = server.app
-    # Fail after 0.2 s instead of the writer's 5 s busy timeout, to keep the test short.
+    # With a busy_timeout of its own the writer gives up after SQLite's wait (0.2 s) instead
+    # of retrying for 5 s: the outage answers come quickly.
     await app.db.write(lambda tx: tx.execute("PRAGMA busy_timeout=200"))
     sock = await server.client("alice")
     own = await create_resources(server.url, app, "alice", sock)
@@ -247,3 +248,28 @@ async def test_stopped_mid_traffic_loses_nothing_acked_or_broadcast(
         await after.disconnect()
     finally:
         process.stop()
+
+
+async def test_sqlite_short_lock_is_waited_out_while_the_server_keeps_answering(
+    make_server: ServerFactory, sqlite_url: str
+) -> None:
+    """Default settings: a write waits (up to 5 s) for another process's lock, off the loop."""
+    server = await make_server(db=sqlite_url)
+    sock = await server.client("alice")
+    own = await create_resources(server.url, server.app, "alice", sock)
+    path = sqlite_path(server.app.settings.db)
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None, timeout=5)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        update = {"sid": own.session_id, "metadata": "x", "expectedVersion": 0}
+        pending = asyncio.create_task(sock.call("update-metadata", update, timeout=15))
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+        assert await sock.call("ping") == {}  # the event loop keeps serving
+        assert (await health(server.url))[0] == 503  # the database does not answer in 2 s
+        assert not pending.done()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await pending == {"result": "success", "version": 1, "metadata": "x"}
