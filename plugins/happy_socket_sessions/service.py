@@ -43,6 +43,47 @@ FIELDS = {
     "agentState": (sessions.c.agent_state, sessions.c.agent_state_version),
 }
 
+# The hot statements (message, update-metadata/state), built once with bind parameters:
+# building a SQLAlchemy statement per event cost more than running it (bench/RESULTS.md).
+_bp = sa.bindparam
+_OWN = (sessions.c.id == _bp("b_sid"), sessions.c.account_id == _bp("b_uid"))
+_NOW = _bp("b_now", type_=sa.BigInteger)
+_CAS = {
+    field: (
+        sessions.update()
+        .where(*_OWN, version_col == _bp("b_expected", type_=sa.BigInteger))
+        .values(
+            {value_col.name: _bp("b_value"), version_col.name: version_col + 1, "updated_at": _NOW}
+        )
+        .returning(version_col),
+        sa.select(value_col, version_col).where(*_OWN),
+    )
+    for field, (value_col, version_col) in FIELDS.items()
+}
+_LOCK_SESSION = sa.select(sessions.c.id).where(*_OWN).with_for_update()
+_FIND_LOCAL_ID = sa.select(session_messages).where(
+    session_messages.c.session_id == _bp("b_sid"), session_messages.c.local_id == _bp("b_local")
+)
+_NEXT_MESSAGE_SEQ = (
+    sessions.update()
+    .where(*_OWN)
+    .values(seq=sessions.c.seq + 1, updated_at=_NOW)
+    .returning(sessions.c.seq)
+)
+_INSERT_MESSAGE = (
+    session_messages.insert()
+    .values(
+        id=_bp("b_id", type_=sa.Text),
+        session_id=_bp("b_sid", type_=sa.Text),
+        seq=_bp("b_seq", type_=sa.BigInteger),
+        local_id=_bp("b_local", type_=sa.Text),
+        content=_bp("b_content", type_=sa.Text),
+        created_at=_NOW,
+        updated_at=_NOW,
+    )
+    .returning(*session_messages.c)
+)
+
 
 class MessageResult:
     """A stored (or already stored) message."""
@@ -222,21 +263,15 @@ class SessionsService:
         Raises NotFound, or VersionMismatch carrying the current (fresh) version and value.
         """
         value_col, version_col = FIELDS[field]
-        t = sessions
-        now = self.app.clock()
-        where = (t.c.id == session_id, t.c.account_id == user_id)
-        update = (
-            t.update()
-            .where(*where, version_col == expected)
-            .values({value_col.name: value, version_col.name: version_col + 1, "updated_at": now})
-            .returning(version_col)
-        )
+        update, current = _CAS[field]
+        own = {"b_sid": session_id, "b_uid": user_id}
+        values = {**own, "b_expected": expected, "b_value": value, "b_now": self.app.clock()}
 
         async def unit(tx: Tx) -> tuple[int, int] | dict[str, Any] | None:
-            version = await tx.fetch_val(update)
+            version = await tx.fetch_val(update, values)
             if version is not None:
                 return int(version), await self.app.accounts.next_seq(user_id, tx)
-            return await tx.fetch_one(sa.select(value_col, version_col).where(*where))
+            return await tx.fetch_one(current, own)
 
         outcome = await self.app.db.write(unit)
         if outcome is None:
@@ -262,41 +297,29 @@ class SessionsService:
         The session row is locked first, so the duplicate check, the seq and the insert
         are one atomic step even with concurrent writers on PostgreSQL.
         """
-        t, m = sessions, session_messages
+        own = {"b_sid": session_id, "b_uid": user_id}
         now = self.app.clock()
 
         async def unit(tx: Tx) -> MessageResult | None:
-            owned = await tx.fetch_val(
-                sa.select(t.c.id)
-                .where(t.c.id == session_id, t.c.account_id == user_id)
-                .with_for_update()
-            )
-            if owned is None:
+            if await tx.fetch_val(_LOCK_SESSION, own) is None:
                 return None
             if local_id is not None:
                 existing = await tx.fetch_one(
-                    sa.select(m).where(m.c.session_id == session_id, m.c.local_id == local_id)
+                    _FIND_LOCAL_ID, {"b_sid": session_id, "b_local": local_id}
                 )
                 if existing is not None:
                     return MessageResult(message_json(existing), False, None)
-            seq = await tx.fetch_val(
-                t.update()
-                .where(t.c.id == session_id, t.c.account_id == user_id)
-                .values(seq=t.c.seq + 1, updated_at=now)
-                .returning(t.c.seq)
-            )
+            seq = await tx.fetch_val(_NEXT_MESSAGE_SEQ, {**own, "b_now": now})
             row = await tx.fetch_one(
-                self.app.db.insert(m)
-                .values(
-                    id=new_id(),
-                    session_id=session_id,
-                    seq=seq,
-                    local_id=local_id,
-                    content=content,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(*m.c)
+                _INSERT_MESSAGE,
+                {
+                    "b_id": new_id(),
+                    "b_sid": session_id,
+                    "b_seq": seq,
+                    "b_local": local_id,
+                    "b_content": content,
+                    "b_now": now,
+                },
             )
             assert row is not None
             return MessageResult(
