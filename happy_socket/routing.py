@@ -13,24 +13,36 @@ if TYPE_CHECKING:
     from .app import App
 
 
+def _room_user(user_id: str) -> str:
+    """The user id inside room names, with ``%`` and ``:`` escaped.
+
+    Without escaping, user ``a`` with a session-scoped socket for session ``x`` would join
+    ``user:a:session:x``, the user room of a user whose id is ``a:session:x``. Ids without
+    ``%`` or ``:`` (the built-in accounts' ids) are unchanged.
+    """
+    if "%" in user_id or ":" in user_id:
+        return user_id.replace("%", "%25").replace(":", "%3A")
+    return user_id
+
+
 def user_room(user_id: str) -> str:
     """Every socket of the user."""
-    return f"user:{user_id}"
+    return f"user:{_room_user(user_id)}"
 
 
 def user_scoped_room(user_id: str) -> str:
     """The user's user-scoped sockets (apps)."""
-    return f"user:{user_id}:user-scoped"
+    return f"user:{_room_user(user_id)}:user-scoped"
 
 
 def session_room(user_id: str, session_id: str) -> str:
     """The user's session-scoped sockets of one session."""
-    return f"user:{user_id}:session:{session_id}"
+    return f"user:{_room_user(user_id)}:session:{session_id}"
 
 
 def machine_room(user_id: str, machine_id: str) -> str:
     """The user's machine-scoped sockets of one machine."""
-    return f"user:{user_id}:machine:{machine_id}"
+    return f"user:{_room_user(user_id)}:machine:{machine_id}"
 
 
 def rooms_of(conn: Connection) -> list[str]:
