@@ -1,7 +1,8 @@
 """Hypothesis strategies for hostile JSON, and per-event templates of valid-looking payloads.
 
-Payload lists are generated up front with a fixed seed (``derandomize=True``): the same
-payloads on every run, so a failure names its payload and reproduces.
+Payload lists are generated up front with a fixed seed (``derandomize=True``): a failure
+names its payload and reproduces. (Hypothesis also mixes in literals it finds in the loaded
+source code, so the pool differs slightly between running one file and the whole suite.)
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def fingerprint(value: Any) -> str:
 
 
 def generate(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
-    """Up to ``count`` distinct values of ``strategy``, the same ones on every run.
+    """Up to ``count`` distinct values of ``strategy``, from a fixed seed.
 
     One hypothesis example per value (``derandomize=True``: a fixed seed, no database);
     values larger than ``MAX_ENCODED`` once encoded are left out.
