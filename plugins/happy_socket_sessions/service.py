@@ -60,7 +60,6 @@ _CAS = {
     )
     for field, (value_col, version_col) in FIELDS.items()
 }
-_LOCK_SESSION = sa.select(sessions.c.id).where(*_OWN).with_for_update()
 _FIND_LOCAL_ID = sa.select(session_messages).where(
     session_messages.c.session_id == _bp("b_sid"), session_messages.c.local_id == _bp("b_local")
 )
@@ -94,6 +93,14 @@ class MessageResult:
         self.message = message
         self.created = created
         self.seq = seq  # the user's update seq allocated with it
+
+
+class _Duplicate(Exception):
+    """Raised inside a message unit to roll back its seq: the localId is already stored."""
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        super().__init__("duplicate localId")
+        self.message = message
 
 
 class SessionsService:
@@ -294,22 +301,23 @@ class SessionsService:
     ) -> MessageResult | None:
         """Store a message with the next gapless seq (idempotent per localId); None if not owned.
 
-        The session row is locked first, so the duplicate check, the seq and the insert
-        are one atomic step even with concurrent writers on PostgreSQL.
+        The seq update comes first: it proves ownership and locks the session row, so the
+        duplicate check, the seq and the insert are one atomic step even with concurrent
+        writers on PostgreSQL. A duplicate rolls the unit back, so the seq stays gapless.
         """
         own = {"b_sid": session_id, "b_uid": user_id}
         now = self.app.clock()
 
         async def unit(tx: Tx) -> MessageResult | None:
-            if await tx.fetch_val(_LOCK_SESSION, own) is None:
+            seq = await tx.fetch_val(_NEXT_MESSAGE_SEQ, {**own, "b_now": now})
+            if seq is None:
                 return None
             if local_id is not None:
                 existing = await tx.fetch_one(
                     _FIND_LOCAL_ID, {"b_sid": session_id, "b_local": local_id}
                 )
                 if existing is not None:
-                    return MessageResult(message_json(existing), False, None)
-            seq = await tx.fetch_val(_NEXT_MESSAGE_SEQ, {**own, "b_now": now})
+                    raise _Duplicate(message_json(existing))
             row = await tx.fetch_one(
                 _INSERT_MESSAGE,
                 {
@@ -326,7 +334,10 @@ class SessionsService:
                 message_json(row), True, await self.app.accounts.next_seq(user_id, tx)
             )
 
-        return await self.app.db.write(unit)
+        try:
+            return await self.app.db.write(unit)
+        except _Duplicate as duplicate:
+            return MessageResult(duplicate.message, False, None)
 
     async def heartbeat(self, user_id: str, session_id: str, at: int, thinking: bool) -> bool:
         """``session-alive``: announce activity and queue a lazy write; False when ignored."""
