@@ -17,7 +17,7 @@ from happy_socket import App
 from happy_socket.testing import TestSocket
 
 from .payloads import generic_template, templates
-from .support import BadAck, b64, classify, create_resources, rows_mentioning
+from .support import FRESH, BadAck, b64, classify, create_resources, rows_mentioning
 
 STRAY_EVENTS = ("update", "ephemeral", "rpc-request")
 
@@ -241,6 +241,7 @@ class Matrix:
         needles = a.needles
         for index in (0, 1):
             async with httpx.AsyncClient(
+                limits=FRESH,
                 base_url=self.dep.url(index),
                 headers={"Authorization": f"Bearer {self.b.token}"},
                 timeout=10,

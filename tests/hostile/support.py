@@ -127,6 +127,11 @@ async def rows_mentioning(app: App, needles: Iterable[str]) -> dict[str, list[st
     return found
 
 
+# A new connection per request: keep-alive requests to the in-process test server wait ~40 ms
+# each (Nagle/delayed ACK in the harness; `happy-socket serve` answers at once).
+FRESH = httpx.Limits(max_keepalive_connections=0)
+
+
 def b64(data: bytes) -> str:
     """Standard base64."""
     return base64.b64encode(data).decode()
@@ -166,7 +171,9 @@ async def create_resources(
     tag = uuid.uuid4().hex[:12]
     res = Resources(user=user, token=token, marker=marker)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, timeout=10, limits=FRESH
+    ) as http:
         if "sessions" in app.services:
             res.session_tag = f"tag-{tag}"
             body = {"tag": res.session_tag, "metadata": marker, "agentState": marker}

@@ -20,14 +20,14 @@ from happy_socket.testing import ServerHarness, TestSocket
 from tests.conftest import ServerFactory, _admin
 from tests.scaleout.conftest import Process
 
-from .support import create_resources
+from .support import FRESH, create_resources
 
 INTERNAL = {"result": "error", "message": "Internal error"}
 SECRET = "faults-secret-0123456789abcdef0123456789"
 
 
 async def health(url: str) -> tuple[int, dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+    async with httpx.AsyncClient(limits=FRESH, base_url=url, timeout=10) as http:
         reply = await http.get("/health")
         return reply.status_code, reply.json()
 
@@ -77,7 +77,7 @@ async def recovered(server: ServerHarness, sock: TestSocket, sid: str) -> None:
     assert ack == {"result": "success", "version": 1, "metadata": "y"}
     token = await server.token("alice")
     async with httpx.AsyncClient(
-        base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+        limits=FRESH, base_url=server.url, headers={"Authorization": f"Bearer {token}"}
     ) as http:
         messages = (await http.get(f"/v1/sessions/{sid}/messages")).json()["messages"]
     local_ids = [m["localId"] for m in messages]
@@ -98,7 +98,7 @@ async def test_postgresql_goes_away_and_comes_back(make_server: ServerFactory, p
         await outage_answers(server, sock, own.session_id)
         token = await server.token("alice")
         async with httpx.AsyncClient(
-            base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+            limits=FRESH, base_url=server.url, headers={"Authorization": f"Bearer {token}"}
         ) as http:
             reply = await http.get("/v1/sessions")
             assert (reply.status_code, reply.json()) == (500, {"error": "Internal error"})
@@ -165,7 +165,7 @@ async def _connect(url: str, token: str, **auth: Any) -> TestSocket:
 
 async def _session(process: Process, token: str) -> str:
     async with httpx.AsyncClient(
-        base_url=process.url, headers={"Authorization": f"Bearer {token}"}
+        limits=FRESH, base_url=process.url, headers={"Authorization": f"Bearer {token}"}
     ) as http:
         reply = await http.post("/v1/sessions", json={"tag": "t", "metadata": "m"})
         return str(reply.json()["session"]["id"])

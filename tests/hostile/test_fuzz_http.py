@@ -20,7 +20,7 @@ from tests.conftest import ServerFactory
 from .conftest import FUZZ_REPORTS
 from .fuzz import error_logs
 from .payloads import encoded_size, generate, hostile
-from .support import row_counts
+from .support import FRESH, row_counts
 
 NOT_JSON = [b"", b"{", b"nul", b"\xff\xfe\x00", b"NaN", b"[1,]", b'{"a":1}garbage', b"\x00" * 64]
 ODD_PARAMS = ["x", "%00", "..%2F..%2Fetc", "a" * 300, "%F0%9F%98%80", "%ED%A0%80", "null", " "]
@@ -39,10 +39,7 @@ async def test_every_route_survives_hostile_bodies(
     tried = 0
     before = await row_counts(app)
     successes = 0
-    # A new connection per request: keep-alive requests to the in-process test server wait
-    # ~40 ms each (Nagle/delayed ACK; `happy-socket serve` does not), which adds up here.
-    fresh = httpx.Limits(max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=server.url, timeout=20, limits=fresh) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=20, limits=FRESH) as http:
         for info in app.routes.infos:
             paths = [
                 re.sub(r"\{[^}]+\}", param, info.path)

@@ -16,7 +16,7 @@ from tests.conftest import ServerFactory
 
 from .payloads import deep
 from .raw import RawSocket
-from .support import Resources, b64, create_resources, row_counts
+from .support import FRESH, Resources, b64, create_resources, row_counts
 
 INVALID = {"result": "error", "message": "Invalid parameters"}
 TOO_MANY = "Too many pending events"
@@ -79,7 +79,7 @@ async def test_packet_limit_is_tunable(make_server: ServerFactory) -> None:
 async def test_http_body_limit(server: ServerHarness) -> None:
     token = await server.token("alice")
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+    async with httpx.AsyncClient(limits=FRESH, base_url=server.url, headers=headers) as http:
         big = {"tag": "t", "metadata": "m" * 1_000_001}
         reply = await http.post("/v1/sessions", json=big)
         assert (reply.status_code, reply.json()) == (413, {"error": "Request body too large"})
@@ -195,7 +195,7 @@ async def test_rpc_method_name_bound(server: ServerHarness) -> None:
 async def test_http_field_bounds(server: ServerHarness) -> None:
     token = await server.token("alice")
     async with httpx.AsyncClient(
-        base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+        limits=FRESH, base_url=server.url, headers={"Authorization": f"Bearer {token}"}
     ) as http:
         cases = [
             ("/v1/sessions", {"tag": "t" * 1024, "metadata": "m"}, 200, None),
@@ -386,7 +386,7 @@ async def test_lone_surrogates_become_replacement_characters(make_server: Server
         await raw.send('23["rpc-call",{"method":"\\ud800"}]')
         assert await raw.ack(3) == {"ok": False, "error": "RPC method not available"}
     async with httpx.AsyncClient(
-        base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+        limits=FRESH, base_url=server.url, headers={"Authorization": f"Bearer {token}"}
     ) as http:
         messages = (await http.get(f"/v1/sessions/{own.session_id}/messages")).json()["messages"]
     assert messages[0]["content"]["c"] == "a\ufffdb\U0001f600"
