@@ -307,10 +307,12 @@ def main() -> None:
     parser.add_argument("--connections", default="2000,10000", help="socket counts ('' = skip)")
     parser.add_argument("--skip-connections", action="store_true")
     parser.add_argument("--skip-scenarios", action="store_true", help="only the connection counts")
+    parser.add_argument("--scenarios", default="", help="comma-separated label filter, e.g. flood,seq")
     parser.add_argument("--json", default=str(BENCH / "results.json"))
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
     counts = [] if args.skip_connections else [int(c) for c in args.connections.split(",") if c]
+    wanted = [w for w in args.scenarios.split(",") if w]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="hs-bench-") as tmp:
         for name in names:
@@ -318,6 +320,8 @@ def main() -> None:
             if not args.skip_scenarios:
                 with target(name, Path(tmp)) as t:
                     for label, config in scenarios(t, "bench-main", int(args.duration * 1000)):
+                        if wanted and not any(w in label for w in wanted):
+                            continue
                         results[name][label] = r = load(config)
                         print(f"{name:7} {label:26} {cell(r)}", flush=True)
             for count in counts:  # fresh servers: idle RSS without the scenarios' garbage
