@@ -97,7 +97,9 @@ class ServerHarness:
         import uvicorn
 
         await self.app.startup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, as `happy-socket serve` does: asyncio then sets TCP_NODELAY on accepted
+        # sockets (with proto 0, Nagle + delayed ACK add ~40 ms to keep-alive requests)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
