@@ -127,8 +127,8 @@ async def rows_mentioning(app: App, needles: Iterable[str]) -> dict[str, list[st
     return found
 
 
-# A new connection per request: keep-alive requests to the in-process test server wait ~40 ms
-# each (Nagle/delayed ACK in the harness; `happy-socket serve` answers at once).
+# A new connection per request: every hostile request stands alone (and before the harness
+# listened with IPPROTO_TCP, keep-alive requests to it waited ~40 ms each).
 FRESH = httpx.Limits(max_keepalive_connections=0)
 
 
