@@ -18,7 +18,7 @@ from happy_socket import App, Settings, create_app
 from happy_socket.settings import sqlite_path
 from happy_socket.testing import ServerHarness, TestSocket
 from tests.conftest import ServerFactory, _admin
-from tests.scaleout.conftest import Process
+from tests.scaleout.conftest import ClusterFactory, Process, unique_user
 
 from .support import FRESH, create_resources
 
@@ -273,3 +273,55 @@ async def test_sqlite_short_lock_is_waited_out_while_the_server_keeps_answering(
         other.execute("ROLLBACK")
         other.close()
     assert await pending == {"result": "success", "version": 1, "metadata": "x"}
+
+
+async def test_sigkill_of_one_of_two_processes_loses_nothing_broadcast(
+    cluster: ClusterFactory,
+) -> None:
+    """Writers on process 1, the watcher on process 0 (fan-out through Redis); kill 1."""
+    group = await cluster(2, grace=0.0)
+    user = unique_user("writer")
+    token = await group.token(user)
+    sid = await _session(group[1], token)
+    watcher = await group.client(0, user)
+    writers = [
+        await group.client(1, user, client_type="session-scoped", session_id=sid) for _ in range(4)
+    ]
+    acked: set[str] = set()
+    stop = asyncio.Event()
+
+    async def write(index: int, sock: TestSocket) -> None:
+        n = 0
+        while not stop.is_set():
+            local = f"w{index}-{n}"
+            n += 1
+            try:
+                ack = await sock.client.call(
+                    "message", {"sid": sid, "message": local, "localId": local}, timeout=2
+                )
+            except Exception:
+                return
+            if isinstance(ack, dict) and ack.get("result") == "success":
+                acked.add(local)
+
+    tasks = [asyncio.create_task(write(i, s)) for i, s in enumerate(writers)]
+    while len(acked) < 40:
+        await asyncio.sleep(0.01)
+    group[1].kill(signal.SIGKILL)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*tasks)
+    broadcast = {
+        u["body"]["message"]["localId"]
+        for u in watcher.events["update"]
+        if u["body"].get("t") == "new-message"
+    }
+    table = group.app.metadata.tables["session_messages"]
+    rows = await group.app.db.fetch_all(
+        sa.select(table.c.local_id, table.c.seq).where(table.c.session_id == sid)
+    )
+    stored = {r["local_id"] for r in rows}
+    assert broadcast and not (broadcast - stored), sorted(broadcast - stored)[:10]
+    assert not (acked - stored), sorted(acked - stored)[:10]
+    assert sorted(int(r["seq"]) for r in rows) == list(range(1, len(rows) + 1))
+    assert await watcher.call("ping") == {}  # process 0 is unaffected
