@@ -69,19 +69,15 @@ _NEXT_MESSAGE_SEQ = (
     .values(seq=sessions.c.seq + 1, updated_at=_NOW)
     .returning(sessions.c.seq)
 )
-_INSERT_MESSAGE = (
-    session_messages.insert()
-    .values(
-        id=_bp("b_id", type_=sa.Text),
-        session_id=_bp("b_sid", type_=sa.Text),
-        seq=_bp("b_seq", type_=sa.BigInteger),
-        local_id=_bp("b_local", type_=sa.Text),
-        content=_bp("b_content", type_=sa.Text),
-        created_at=_NOW,
-        updated_at=_NOW,
-    )
-    .returning(*session_messages.c)
-)
+_MESSAGE_VALUES = {
+    "id": _bp("b_id", type_=sa.Text),
+    "session_id": _bp("b_sid", type_=sa.Text),
+    "seq": _bp("b_seq", type_=sa.BigInteger),
+    "local_id": _bp("b_local", type_=sa.Text),
+    "content": _bp("b_content", type_=sa.Text),
+    "created_at": _NOW,
+    "updated_at": _NOW,
+}
 
 
 class MessageResult:
@@ -108,6 +104,13 @@ class SessionsService:
 
     def __init__(self, app: App) -> None:
         self.app = app
+        # a duplicate localId inserts nothing (and returns no row) instead of a separate lookup
+        self._insert_message = (
+            app.db.insert(session_messages)
+            .values(_MESSAGE_VALUES)
+            .on_conflict_do_nothing(index_elements=["session_id", "local_id"])
+            .returning(*session_messages.c)
+        )
         self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._ended: dict[Key, int] = {}
@@ -302,8 +305,9 @@ class SessionsService:
         """Store a message with the next gapless seq (idempotent per localId); None if not owned.
 
         The seq update comes first: it proves ownership and locks the session row, so the
-        duplicate check, the seq and the insert are one atomic step even with concurrent
-        writers on PostgreSQL. A duplicate rolls the unit back, so the seq stays gapless.
+        seq, the duplicate check (the insert's ON CONFLICT on (session, localId)) and the insert
+        are one atomic step even with concurrent writers on PostgreSQL. A duplicate rolls the
+        unit back, so the seq stays gapless.
         """
         own = {"b_sid": session_id, "b_uid": user_id}
         now = self.app.clock()
@@ -312,14 +316,8 @@ class SessionsService:
             seq = await tx.fetch_val(_NEXT_MESSAGE_SEQ, {**own, "b_now": now})
             if seq is None:
                 return None
-            if local_id is not None:
-                existing = await tx.fetch_one(
-                    _FIND_LOCAL_ID, {"b_sid": session_id, "b_local": local_id}
-                )
-                if existing is not None:
-                    raise _Duplicate(message_json(existing))
             row = await tx.fetch_one(
-                _INSERT_MESSAGE,
+                self._insert_message,
                 {
                     "b_id": new_id(),
                     "b_sid": session_id,
@@ -329,7 +327,12 @@ class SessionsService:
                     "b_now": now,
                 },
             )
-            assert row is not None
+            if row is None:  # the localId is already stored: roll the seq back
+                existing = await tx.fetch_one(
+                    _FIND_LOCAL_ID, {"b_sid": session_id, "b_local": local_id}
+                )
+                assert existing is not None
+                raise _Duplicate(message_json(existing))
             return MessageResult(
                 message_json(row), True, await self.app.accounts.next_seq(user_id, tx)
             )
