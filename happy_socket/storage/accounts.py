@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlalchemy as sa
 
 from ..context import now_ms
@@ -27,6 +29,7 @@ class Accounts:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._known: set[str] = set()
+        self._pending: dict[str, asyncio.Future[bool]] = {}
         # built once: the hottest statement of the server (every update allocates a seq)
         self._next_seq = (
             db.insert(accounts)
@@ -50,12 +53,32 @@ class Accounts:
         self._known.add(user_id)
 
     async def exists(self, user_id: str) -> bool:
-        """True when the account exists (positive answers are cached)."""
+        """True when the account exists (positive answers are cached).
+
+        Concurrent lookups of one user share one query (a reconnect storm of many sockets
+        of the same user would otherwise read the same row once per socket).
+        """
         if user_id in self._known:
             return True
-        row = await self._db.fetch_one(sa.select(accounts.c.id).where(accounts.c.id == user_id))
-        if row is not None:
-            self._known.add(user_id)
+        pending = self._pending.get(user_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending[user_id] = future
+        try:
+            row = await self._db.fetch_one(sa.select(accounts.c.id).where(accounts.c.id == user_id))
+            if row is not None:
+                self._known.add(user_id)
+            future.set_result(row is not None)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters (if any) get it too
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del self._pending[user_id]
         return row is not None
 
     async def for_public_key(self, public_key: str) -> str:
