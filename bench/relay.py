@@ -47,7 +47,6 @@ def next_seq(user: str) -> int:
     return next(seqs.setdefault(user, itertools.count(1)))
 
 
-@sio.on("connect")
 async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
     auth = auth if isinstance(auth, dict) else {}
     token = auth.get("token")
@@ -64,14 +63,12 @@ async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         await sio.enter_room(sid, f"user:{token}:user-scoped")
 
 
-@sio.on("disconnect")
 async def disconnect(sid: str, reason: Any = None) -> None:
     user = users.pop(sid, None)
     for key in [k for k, v in rpc.items() if v == sid and k[0] == user]:
         del rpc[key]
 
 
-@sio.on("ping")
 async def ping(sid: str, *args: Any) -> dict[str, Any]:
     return {}
 
@@ -80,7 +77,6 @@ def session_rooms(user: str, session: str) -> list[str]:
     return [f"user:{user}:session:{session}", f"user:{user}:user-scoped"]
 
 
-@sio.on("message")
 async def message(sid: str, data: Any = None) -> dict[str, Any]:
     user, session = users[sid], data["sid"]
     t = now()
@@ -102,7 +98,6 @@ async def message(sid: str, data: Any = None) -> dict[str, Any]:
     return {"result": "success", "id": msg["id"], "seq": msg["seq"], "localId": msg["localId"]}
 
 
-@sio.on("update-metadata")
 async def update_metadata(sid: str, data: Any = None) -> dict[str, Any]:
     user, session = users[sid], data["sid"]
     version, value = metadata.get(session, (0, ""))
@@ -113,20 +108,22 @@ async def update_metadata(sid: str, data: Any = None) -> dict[str, Any]:
     update = {
         "id": secrets.token_hex(6),
         "seq": next_seq(user),
-        "body": {"t": "update-session", "id": session, "metadata": {"value": value, "version": version}},
+        "body": {
+            "t": "update-session",
+            "id": session,
+            "metadata": {"value": value, "version": version},
+        },
         "createdAt": now(),
     }
     await sio.emit("update", update, to=session_rooms(user, session))
     return {"result": "success", "version": version, "metadata": value}
 
 
-@sio.on("rpc-register")
 async def rpc_register(sid: str, data: Any = None) -> None:
     rpc[(users[sid], data["method"])] = sid
     await sio.emit("rpc-registered", {"method": data["method"]}, to=sid)
 
 
-@sio.on("rpc-call")
 async def rpc_call(sid: str, data: Any = None) -> dict[str, Any]:
     target = rpc.get((users[sid], data["method"]))
     if target is None:
@@ -135,9 +132,28 @@ async def rpc_call(sid: str, data: Any = None) -> dict[str, Any]:
     return {"ok": True, "result": result}
 
 
+HANDLERS = {
+    "connect": connect,
+    "disconnect": disconnect,
+    "ping": ping,
+    "message": message,
+    "update-metadata": update_metadata,
+    "rpc-register": rpc_register,
+    "rpc-call": rpc_call,
+}
+for _event, _handler in HANDLERS.items():
+    sio.on(_event, _handler)
+
+
 async def health(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = jsonmod.dumps({"status": "ok", "service": "relay"}).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -176,23 +176,40 @@ def scenarios(t: Target, main: str, duration_ms: int) -> Iterator[tuple[str, dic
     ]
     receiver = {"url": t.b.url, "token": token}
     common = {"durationMs": duration_ms}
-    yield "messages flood", {**common, "scenario": "messages-flood", "senders": senders, "receiver": receiver}
-    yield "messages 1 in flight", {**common, "scenario": "messages-latency", "senders": senders, "receiver": receiver}
+    yield (
+        "messages flood",
+        {**common, "scenario": "messages-flood", "senders": senders, "receiver": receiver},
+    )
+    yield (
+        "messages 1 in flight",
+        {**common, "scenario": "messages-latency", "senders": senders, "receiver": receiver},
+    )
     meta = {"token": token, "sessionId": t.sessions[4]}
     yield "update-metadata seq", {**common, "scenario": "metadata-seq", "url": t.a.url, **meta}
     urls = [s.url for s in t.servers]
     yield "update-metadata 8 racing", {**common, "scenario": "metadata-race", "urls": urls, **meta}
     holder = {"url": t.a.url, "token": token, "machineId": t.machine}
     caller = {"url": t.b.url, "token": token}
-    yield "rpc seq", {**common, "scenario": "rpc", "holder": holder, "caller": caller, "inflight": 1}
-    yield "rpc 64 in flight", {**common, "scenario": "rpc", "holder": holder, "caller": caller, "inflight": 64}
+    yield (
+        "rpc seq",
+        {**common, "scenario": "rpc", "holder": holder, "caller": caller, "inflight": 1},
+    )
+    yield (
+        "rpc 64 in flight",
+        {**common, "scenario": "rpc", "holder": holder, "caller": caller, "inflight": 64},
+    )
 
 
 def connections(t: Target, count: int) -> dict[str, Any]:
     """Open ``count`` sockets spread over the target's servers; time and RSS."""
     tokens = [v for k, v in t.tokens.items() if k.startswith("bench-c")] or list(t.tokens.values())
     idle = [s.rss for s in t.servers]
-    config = {"scenario": "connect", "urls": [s.url for s in t.servers], "tokens": tokens, "count": count}
+    config = {
+        "scenario": "connect",
+        "urls": [s.url for s in t.servers],
+        "tokens": tokens,
+        "count": count,
+    }
     proc = subprocess.Popen(
         ["node", str(LOAD), json.dumps(config)],
         stdin=subprocess.PIPE,
@@ -202,7 +219,7 @@ def connections(t: Target, count: int) -> dict[str, Any]:
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        ready = json.loads(proc.stdout.readline() or '{"error": "no output"}')
+        ready: dict[str, Any] = json.loads(proc.stdout.readline() or '{"error": "no output"}')
         time.sleep(1.0)
         ready["rssIdleMb"] = idle
         ready["rssOpenMb"] = [s.rss for s in t.servers]
@@ -288,7 +305,9 @@ def cell(result: dict[str, Any]) -> str:
     if "count" in result:
         rss = "+".join(f"{x:.0f}" for x in result.get("rssOpenMb", []))
         idle = "+".join(f"{x:.0f}" for x in result.get("rssIdleMb", []))
-        return f"{result['open']}/{result['count']} in {result['seconds']:.2f}s, RSS {idle}->{rss} MB"
+        return (
+            f"{result['open']}/{result['count']} in {result['seconds']:.2f}s, RSS {idle}->{rss} MB"
+        )
     parts = [f"{result.get('perSecond', 0):,}/s"]
     if result.get("p50Ms") is not None:
         parts.append(f"p50 {result['p50Ms']:.2f} p99 {result['p99Ms']:.2f} ms")
@@ -301,13 +320,17 @@ def cell(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", default="relay,sqlite,pg", help="comma-separated targets")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per scenario")
     parser.add_argument("--connections", default="2000,10000", help="socket counts ('' = skip)")
     parser.add_argument("--skip-connections", action="store_true")
     parser.add_argument("--skip-scenarios", action="store_true", help="only the connection counts")
-    parser.add_argument("--scenarios", default="", help="comma-separated label filter, e.g. flood,seq")
+    parser.add_argument(
+        "--scenarios", default="", help="comma-separated label filter, e.g. flood,seq"
+    )
     parser.add_argument("--json", default=str(BENCH / "results.json"))
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
@@ -337,7 +360,9 @@ def main() -> None:
 def print_table(results: dict[str, dict[str, Any]], info: dict[str, str]) -> None:
     labels = list(dict.fromkeys(label for r in results.values() for label in r))
     names = list(results)
-    print(f"\n{info['date']}  {info['nproc']} cores {info['cpu']}  {info['mem']} RAM  commit {info['commit']}")
+    print(
+        f"\n{info['date']}  {info['nproc']} cores {info['cpu']}  {info['mem']} RAM  commit {info['commit']}"
+    )
     print("| scenario | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     relay = results.get("relay", {})
