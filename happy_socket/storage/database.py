@@ -487,13 +487,14 @@ class Database:
 class _Raw:
     """Plain SQL on the synchronous writer connection, awaitable like `databases`."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_dbapi")
 
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
+        self._dbapi: Any = conn.connection.dbapi_connection  # the sqlite3 connection
 
     async def execute(self, sql: str) -> None:
-        self._conn.exec_driver_sql(sql).close()
+        self._dbapi.execute(sql).close()
 
     def busy_timeout_ms(self) -> int:
         return int(self._conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
