@@ -3,8 +3,9 @@
     py-spy record -p PID -d 5 -r 250 -f raw -o flood.txt   # while bench/load.mjs runs
     python bench/profile_summary.py flood.txt
 
-Only the main (event loop) thread counts. A sample goes to the first bucket whose key occurs
-anywhere in its stack (``idle`` only when the innermost frame is the epoll wait).
+Only the main (event loop) thread counts. A sample whose innermost frame waits in epoll is idle,
+one whose innermost frame is a sqlite3 call is SQLite; otherwise it goes to the first bucket
+whose key occurs anywhere in its stack.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ BUCKETS = [
         ["redis/", "async_redis_manager", "async_pubsub_manager"],
     ),
     (
-        "SQLite: statements + BEGIN/COMMIT in pysqlite",
-        ["do_execute (sqlalchemy", "exec_driver_sql"],
+        "SQLite: SQLAlchemy (statement execution, parameter processing)",
+        ["_SyncTx", "exec_driver_sql"],
     ),
-    ("SQLite: SQLAlchemy execution overhead", ["Connection.execute (sqlalchemy", "_SyncTx"]),
     ("write units: plugin/core Python around the statements", ["_run_batch", "Database.write"]),
     (
         "websocket frame writes (engine.io writer -> send syscall)",
@@ -47,6 +47,13 @@ BUCKETS = [
     ("other event-loop work", ["_run_once"]),
 ]
 IDLE = "idle (waiting in epoll)"
+SQLITE_C = "SQLite: sqlite3 executing statements + BEGIN/SAVEPOINT/COMMIT"
+SQLITE_LEAVES = (
+    "_SyncTx._raw ",
+    "_Raw.execute ",
+    "DefaultDialect.do_execute ",
+    "_Raw.busy_timeout_ms ",
+)
 
 
 def summarize(path: str) -> tuple[int, collections.Counter[str]]:
@@ -61,8 +68,11 @@ def summarize(path: str) -> tuple[int, collections.Counter[str]]:
                 continue
             total += int(n)
             bucket = "other"
-            if "EpollSelector.select" in frames[-1]:
+            leaf = frames[-1]
+            if "EpollSelector.select" in leaf:
                 bucket = IDLE
+            elif leaf.startswith(SQLITE_LEAVES):  # time inside the sqlite3 C calls
+                bucket = SQLITE_C
             else:
                 joined = ";".join(frames)
                 for name, keys in BUCKETS:
