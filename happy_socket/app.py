@@ -85,7 +85,7 @@ class App:
         s = self.settings
         manager = None
         if s.redis:
-            manager = socketio.AsyncRedisManager(s.redis, json=jsonmod)
+            manager = socketio.AsyncRedisManager(s.redis, channel=s.redis_channel, json=jsonmod)
         return socketio.AsyncServer(
             async_mode="asgi",
             client_manager=manager,

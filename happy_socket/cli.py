@@ -50,6 +50,14 @@ def app_options(fn: F) -> F:
             help="Redis URL for several processes, e.g. redis://127.0.0.1:6379/0.",
         ),
         click.option(
+            "--redis-channel",
+            envvar=_env("redis_channel"),
+            default="happy-socket",
+            show_default=True,
+            metavar="NAME",
+            help="Redis pub/sub channel (and RPC key prefix) shared by one deployment's processes.",
+        ),
+        click.option(
             "--secret",
             envvar=_env("secret"),
             default=None,
@@ -68,7 +76,7 @@ def app_options(fn: F) -> F:
         fn = option(fn)
 
     def to_settings(**kwargs: Any) -> Any:
-        keys = ("db", "redis", "secret", "without")
+        keys = ("db", "redis", "redis_channel", "secret", "without")
         values = {k: kwargs.pop(k) for k in keys}
         values["without"] = tuple(p for w in values["without"] for p in w.replace(",", " ").split())
         try:

@@ -63,6 +63,11 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _check_channel(_: Any, __: Any, value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("The Redis channel name must be a non-empty string.")
+
+
 def _check_level(_: Any, __: Any, value: str) -> None:
     if value.lower() not in LOG_LEVELS:
         raise ConfigError(f"Log level {value!r} is not one of {', '.join(LOG_LEVELS)}.")
@@ -76,6 +81,7 @@ class Settings:
     port: int = 3005
     db: str = attrs.field(default=DEFAULT_DB_URL, converter=normalize_db_url)
     redis: str | None = None
+    redis_channel: str = attrs.field(default="happy-socket", validator=_check_channel)
     without: tuple[str, ...] = attrs.field(default=(), converter=_names)
     secret: str | None = None
     log_level: str = attrs.field(default="info", validator=_check_level)

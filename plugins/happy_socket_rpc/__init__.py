@@ -3,7 +3,7 @@
 Options (``settings.plugin_options["rpc"]`` or ``HAPPY_SOCKET_RPC_<NAME>``): ``grace``
 (seconds a call waits for a holder, default 10; ``--rpc-grace``), ``timeout`` (seconds a
 holder has to answer, default 30), ``redis_prefix`` (Redis keys and channels, default
-``happy-socket:rpc``), ``recheck`` (with Redis, how often a waiting call re-reads the
+``<settings.redis_channel>:rpc``, i.e. ``happy-socket:rpc``), ``recheck`` (with Redis, how often a waiting call re-reads the
 registry besides being woken by registrations, default 1).
 """
 

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Histogram
 
 from happy_socket import ConfigError
 
@@ -20,13 +23,28 @@ log = logging.getLogger("happy_socket.rpc")
 
 DEFAULT_GRACE_S = 10.0
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_PREFIX = "happy-socket:rpc"
 MAX_ATTEMPTS = 5
 DEFAULT_RECHECK_S = 1.0  # with Redis, a waiting call also re-reads the registry this often
 
 NOT_AVAILABLE: Outcome = {"ok": False, "error": "RPC method not available"}
 SAME_SOCKET: Outcome = {"ok": False, "error": "Cannot call RPC on the same socket"}
 TIMED_OUT: Outcome = {"ok": False, "error": "operation has timed out"}
+
+OUTCOME_LABELS = {
+    NOT_AVAILABLE["error"]: "not_available",
+    SAME_SOCKET["error"]: "same_socket",
+    TIMED_OUT["error"]: "timeout",
+    DISCONNECTED["error"]: "disconnected",
+    INTERNAL["error"]: "internal_error",
+}
+CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0)
+
+
+def outcome_label(outcome: Outcome) -> str:
+    """The metrics label of a call's ack: ``ok`` or the kind of failure."""
+    if outcome.get("ok"):
+        return "ok"
+    return OUTCOME_LABELS.get(str(outcome.get("error")), "error")
 
 
 def option(app: App, name: str, default: Any) -> Any:
@@ -51,13 +69,27 @@ class RpcService:
         self.app = app
         self.grace = max(0.0, float(option(app, "grace", DEFAULT_GRACE_S)))
         self.timeout = max(0.001, float(option(app, "timeout", DEFAULT_TIMEOUT_S)))
-        self.prefix = str(option(app, "redis_prefix", DEFAULT_PREFIX))
+        self.prefix = str(option(app, "redis_prefix", f"{app.settings.redis_channel}:rpc"))
         self.recheck = max(0.05, float(option(app, "recheck", DEFAULT_RECHECK_S)))
         self.local = LocalRegistry()
         self.cluster: Cluster | None = None
         self._users: dict[str, str] = {}  # connected sid -> user id
         self._gone: dict[str, asyncio.Future[None]] = {}
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
+        self.calls = Counter(
+            "happy_socket_rpc_calls",
+            "rpc-call acks by outcome (ok, not_available, same_socket, timeout, "
+            "disconnected, internal_error).",
+            ["outcome"],
+            registry=app.metrics.registry,
+        )
+        self.call_seconds = Histogram(
+            "happy_socket_rpc_call_seconds",
+            "Time from rpc-call to its ack, by outcome.",
+            ["outcome"],
+            buckets=CALL_BUCKETS,
+            registry=app.metrics.registry,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -120,7 +152,15 @@ class RpcService:
     # -- calls -----------------------------------------------------------------
 
     async def call(self, user: str, caller: str, method: str, params: Any) -> Outcome:
-        """Route a call from socket ``caller``; the result is the ack."""
+        """Route a call from socket ``caller``; the result is the ack (counted in metrics)."""
+        started = time.perf_counter()
+        outcome = await self._route(user, caller, method, params)
+        label = outcome_label(outcome)
+        self.calls.labels(label).inc()
+        self.call_seconds.labels(label).observe(time.perf_counter() - started)
+        return outcome
+
+    async def _route(self, user: str, caller: str, method: str, params: Any) -> Outcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace
         tried: set[tuple[str | None, str]] = set()

@@ -174,6 +174,11 @@ def test_token_command_signs_with_the_given_secret(tmp_path: Path) -> None:
         (["serve", "--without", "nope"], {}, ["nope"]),
         (["serve", "--db", "postgresql://nobody@127.0.0.1:1/x", "--secret", SECRET], {}, []),
         (["serve", "--db", "sqlite:////nonexistent-dir/x/y.db", "--secret", SECRET], {}, ["y.db"]),
+        (
+            ["serve", "--redis", "redis://127.0.0.1:1/0", "--secret", SECRET],
+            {},
+            ["Redis", "127.0.0.1:1"],
+        ),
         (["token", "alice", "--db", "mysql://x"], {}, ["mysql"]),
         (["events", "--without", "nope"], {}, ["nope"]),
     ],

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from happy_socket.testing import ServerHarness, TestSocket
@@ -301,3 +302,20 @@ def test_options_from_settings_and_environment(
     monkeypatch.setenv("HAPPY_SOCKET_RPC_TIMEOUT", "soon")
     with pytest.raises(ConfigError, match=r"rpc\.timeout"):
         create_app(Settings(db=sqlite_url))
+
+
+async def test_calls_are_counted_in_metrics_by_outcome(make_server: ServerFactory) -> None:
+    server = await rpc_server(make_server)
+    holder = await server.client("alice", client_type="machine-scoped", machine_id="m1")
+    answer_with(holder, "holder")
+    await register(holder, "m1:bash")
+    caller = await server.client("alice")
+    assert (await caller.call("rpc-call", {"method": "m1:bash", "params": 1}))["ok"] is True
+    assert await caller.call("rpc-call", {"method": "m1:none"}) == NOT_AVAILABLE
+    assert await holder.call("rpc-call", {"method": "m1:bash"}) == SAME_SOCKET
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        text = (await http.get("/metrics")).text
+    for label, count in (("ok", 1), ("not_available", 1), ("same_socket", 1)):
+        assert f'happy_socket_rpc_calls_total{{outcome="{label}"}} {count}.0' in text
+        assert f'happy_socket_rpc_call_seconds_count{{outcome="{label}"}} {count}.0' in text
+    assert 'outcome="disconnected"' not in text
