@@ -24,6 +24,17 @@ MISSING_SESSION = "Session ID required for session-scoped clients"
 MISSING_MACHINE = "Machine ID required for machine-scoped clients"
 INVALID_TOKEN = "Invalid authentication token"
 
+UNKNOWN_EVENT = "Unknown event"
+# No plugin serves the event, so its envelope is unknown: this ack reads as a failure in all
+# three (``result``, ``ok``, ``success``) and names the reason in both error fields.
+UNKNOWN_EVENT_ACK: dict[str, Any] = {
+    "result": "error",
+    "ok": False,
+    "success": False,
+    "error": UNKNOWN_EVENT,
+    "message": UNKNOWN_EVENT,
+}
+
 DEFAULT_MAX_PENDING = 1000
 MAX_DEPTH = 32  # protocol payloads nest 3 levels; deeper input is refused before any handler
 
@@ -78,6 +89,7 @@ class Dispatcher:
         sio.on("disconnect", self.on_disconnect)
         for handler in self._app.registry:
             sio.on(handler.event, self._bind(handler))
+        sio.on("*", self.on_unknown_event)
 
     # -- handshake -----------------------------------------------------------
 
@@ -154,6 +166,12 @@ class Dispatcher:
         return Context(app=self._app, connection=conn, plugin=plugin, event=event)
 
     # -- events --------------------------------------------------------------
+
+    async def on_unknown_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        """An event no plugin serves: answered ``Unknown event`` when the client asks for an ack."""
+        log.debug("unknown event %r from sid %s", event, sid)
+        self._app.metrics.events.labels("(unknown)", "rejected").inc()
+        return dict(UNKNOWN_EVENT_ACK)
 
     def _bind(self, handler: Handler) -> Any:
         if handler.ordered:

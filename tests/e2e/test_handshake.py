@@ -91,3 +91,18 @@ async def test_ping_with_only_a_callback(server: ServerHarness) -> None:
 async def test_ping_over_long_polling(server: ServerHarness) -> None:
     sock = await server.client("alice", transport="polling")
     assert await sock.call("ping") == {}
+
+
+async def test_unknown_events_are_answered_and_change_nothing(server: ServerHarness) -> None:
+    sock = await server.client("alice")
+    unknown = {
+        "result": "error",
+        "ok": False,
+        "success": False,
+        "error": "Unknown event",
+        "message": "Unknown event",
+    }
+    assert await sock.call("no-such-event", {"sid": "x"}) == unknown
+    assert await sock.call("no-such-event") == unknown  # only a callback
+    await sock.emit("no-such-event", 1)  # no ack asked: nothing is sent back
+    assert await sock.call("ping") == {}
