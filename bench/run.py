@@ -53,6 +53,21 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_server_cpu(result: dict[str, Any], servers: list[Server], before: list[float]) -> None:
+    """Add ``serverCpuUsPerOp``: the servers' CPU time (all processes) per operation."""
+    ops = result.get("received") or result.get("perSecond", 0) * result.get("seconds", 0)
+    if not ops or "count" in result:
+        return
+    used = sum(cpu_seconds(s.proc.pid) - b for s, b in zip(servers, before, strict=True))
+    result["serverCpuUsPerOp"] = round(used * 1e6 / ops, 1)
+
+
 class Server:
     """A server process on 127.0.0.1:port, stopped by :meth:`stop`."""
 
@@ -311,6 +326,8 @@ def cell(result: dict[str, Any]) -> str:
     parts = [f"{result.get('perSecond', 0):,}/s"]
     if result.get("p50Ms") is not None:
         parts.append(f"p50 {result['p50Ms']:.2f} p99 {result['p99Ms']:.2f} ms")
+    if result.get("serverCpuUsPerOp"):
+        parts.append(f"{result['serverCpuUsPerOp']:.0f} us CPU/op")
     if "consistent" in result:
         parts.append("final ok" if result["consistent"] else "FINAL MISMATCH")
     bad = result.get("errors") or result.get("lost")
@@ -345,7 +362,9 @@ def main() -> None:
                     for label, config in scenarios(t, "bench-main", int(args.duration * 1000)):
                         if wanted and not any(w in label for w in wanted):
                             continue
+                        before = [cpu_seconds(s.proc.pid) for s in t.servers]
                         results[name][label] = r = load(config)
+                        with_server_cpu(r, t.servers, before)
                         print(f"{name:7} {label:26} {cell(r)}", flush=True)
             for count in counts:  # fresh servers: idle RSS without the scenarios' garbage
                 with target(name, Path(tmp)) as t:

@@ -30,7 +30,7 @@ from .routing import (
     UserScopedOnly,
 )
 from .settings import Settings
-from .storage import Database, Migrations, Row, Tx
+from .storage import Database, Migrations, Row, Tx, Unit
 
 __version__ = "0.1.0"
 
@@ -65,6 +65,7 @@ __all__ = [
     "Settings",
     "Tx",
     "Unauthorized",
+    "Unit",
     "UserScopedOnly",
     "VersionMismatch",
     "__version__",

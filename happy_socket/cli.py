@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import os
@@ -184,9 +185,15 @@ def cli() -> None:
     show_default=True,
     help="Compress websocket frames (costs CPU and memory).",
 )
-@click.option("--rpc-grace", envvar=_env("rpc_grace"), default=10.0, show_default=True,
-              type=click.FloatRange(min=0), metavar="SECONDS",
-              help="How long an RPC call waits for a reconnecting holder (0 = fail at once).")
+@click.option(
+    "--rpc-grace",
+    envvar=_env("rpc_grace"),
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="How long an RPC call waits for a reconnecting holder (0 = fail at once).",
+)
 def serve(
     host: str,
     port: int,
@@ -261,6 +268,10 @@ async def _serve(settings: Settings) -> None:
     sock = _bind(settings.host, settings.port)
     try:
         await app.startup()
+        # everything loaded so far lives as long as the process: keep it out of the cyclic
+        # collector's full passes (they otherwise walk every module, table and plugin object)
+        gc.collect()
+        gc.freeze()
         host, port = sock.getsockname()[:2]
         config = uvicorn.Config(
             app.asgi(lifespan=False),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
     from .app import App
     from .routing import RecipientFilter, Router
     from .settings import Settings
-    from .storage import Database
+    from .storage import Database, Unit
+
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -55,6 +58,38 @@ class Connection:
     auth: dict[str, Any] = attrs.field(factory=dict, repr=False)
 
 
+class OrderSlot:
+    """One ordered event's place in its socket's lane (see :meth:`Context.write`).
+
+    ``gate`` lets the socket's next ordered event start; ``done`` is set when this event
+    finished (its ack is on its way); ``previous`` is the previous event's ``done``.
+    """
+
+    __slots__ = ("done", "gate", "previous")
+
+    def __init__(self, previous: OrderSlot | None) -> None:
+        loop = asyncio.get_running_loop()
+        self.gate: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.previous: asyncio.Future[None] | None = None if previous is None else previous.done
+
+    def open_gate(self) -> None:
+        """Let the next ordered event of the socket start."""
+        if not self.gate.done():
+            self.gate.set_result(None)
+
+    async def after_previous(self) -> None:
+        """Wait until the previous ordered event of the socket finished."""
+        if self.previous is not None and not self.previous.done():
+            await self.previous
+
+    def finish(self) -> None:
+        """This event finished: open the gate (if still closed) and mark it done."""
+        self.open_gate()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 @attrs.frozen(kw_only=True)
 class Context:
     """What a handler receives: the connection it serves and the app's services.
@@ -67,6 +102,7 @@ class Context:
     connection: Connection
     plugin: str = "?"
     event: str = "?"
+    order: OrderSlot | None = attrs.field(default=None, repr=False)
 
     @property
     def user_id(self) -> str:
@@ -109,6 +145,25 @@ class Context:
     def service(self, name: str) -> Any:
         """Another plugin's public service object (see ``register_services``)."""
         return self.app.services.get(name)
+
+    async def write(self, unit: Unit[T]) -> T:
+        """Run ``unit`` atomically like ``ctx.db.write`` and return its committed result.
+
+        In an ``ordered`` event on a database that runs writes in queue order (the SQLite
+        writer), the socket's next ordered event may start as soon as this unit is queued,
+        so one socket's writes share group commits; this call still returns only after the
+        commit *and* after the previous ordered event finished, so writes, emits and acks
+        keep arrival order. Elsewhere it is exactly ``ctx.db.write(unit)``.
+        """
+        order = self.order
+        if order is None or not self.db.writes_in_order:
+            return await self.db.write(unit)
+        committed = self.db.submit(unit)
+        order.open_gate()
+        try:
+            return await committed
+        finally:
+            await order.after_previous()
 
     async def emit_update(
         self, body: dict[str, Any], to: RecipientFilter, *, skip_sender: bool = False

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import socketio
 
-from .context import ClientType, Connection, Context
+from .context import ClientType, Connection, Context, OrderSlot
 from .errors import HandlerError, InternalError, InvalidParams, Unauthorized
 from .registry import Handler
 from .routing import rooms_of
@@ -61,12 +60,12 @@ class TooManyPending(HandlerError):
 
 
 class _Lane:
-    """The ordered events of one socket: a chain of futures."""
+    """The ordered events of one socket: a chain of slots."""
 
     __slots__ = ("pending", "tail")
 
     def __init__(self) -> None:
-        self.tail: asyncio.Future[None] | None = None
+        self.tail: OrderSlot | None = None
         self.pending = 0
 
 
@@ -187,27 +186,34 @@ class Dispatcher:
         return on_event
 
     async def run_ordered(self, sid: str, handler: Handler, data: Any) -> Any:
-        """Run after every earlier ordered event of ``sid`` finished (arrival order)."""
+        """Run in arrival order: after the socket's previous ordered event opened its gate
+        (it finished, or its write is queued — see ``Context.write``), and answer only after
+        that event finished."""
         lane = self._lanes.get(sid)
         if lane is None:
             lane = self._lanes[sid] = _Lane()
         if lane.pending >= self.max_pending:
             self._app.metrics.event_done(handler.event, "rejected", 0.0)
             return TooManyPending().render(handler.envelope)
-        previous, mine = lane.tail, asyncio.get_running_loop().create_future()
-        lane.tail = mine
+        previous = lane.tail
+        slot = OrderSlot(previous)
+        lane.tail = slot
         lane.pending += 1
         try:
             if previous is not None:
-                await previous
-            return await self.run(sid, handler, data)
+                await previous.gate
+            result = await self.run(sid, handler, data, slot)
+            await slot.after_previous()
+            return result
         finally:
-            mine.set_result(None)
+            slot.finish()
             lane.pending -= 1
-            if lane.tail is mine:
+            if lane.tail is slot:
                 lane.tail = None
 
-    async def run(self, sid: str, handler: Handler, data: Any) -> Any:
+    async def run(
+        self, sid: str, handler: Handler, data: Any, order: OrderSlot | None = None
+    ) -> Any:
         """Call the handler and turn its outcome into the ack (never raises)."""
         started = time.perf_counter()
         outcome = "ok"
@@ -220,7 +226,14 @@ class Dispatcher:
                 outcome = "rejected"
                 return InvalidParams().render(handler.envelope)
             try:
-                return await handler.fn(self.context(conn, handler.plugin, handler.event), data)
+                ctx = Context(
+                    app=self._app,
+                    connection=conn,
+                    plugin=handler.plugin,
+                    event=handler.event,
+                    order=order,
+                )
+                return await handler.fn(ctx, data)
             except HandlerError as exc:
                 outcome = "error"
                 return exc.render(handler.envelope)

@@ -1,7 +1,7 @@
 """Storage: the Database (atomic units, group commit on SQLite), schema and accounts."""
 
 from .accounts import Accounts, accounts
-from .database import Database, Row, Tx
+from .database import Database, Row, Tx, Unit
 from .schema import Migration, Migrations, SchemaStatus, current_versions, upgrade
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Row",
     "SchemaStatus",
     "Tx",
+    "Unit",
     "accounts",
     "current_versions",
     "upgrade",

@@ -110,7 +110,9 @@ async def message(ctx: Context, data: Any) -> dict[str, Any]:
         local_id = None
     elif len(local_id) > MAX_LOCAL_ID:
         raise InvalidParams()
-    result = await service(ctx).add_message(ctx.user_id, sid, data["message"], local_id)
+    result = await service(ctx).add_message(
+        ctx.user_id, sid, data["message"], local_id, write=ctx.write
+    )
     if result is None:
         raise NotFound("Session not found")
     msg = result.message

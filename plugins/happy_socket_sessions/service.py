@@ -17,6 +17,7 @@ from happy_socket import (
     InterestedInSession,
     NotFound,
     Tx,
+    Unit,
     UserScopedOnly,
     VersionMismatch,
     new_id,
@@ -300,9 +301,19 @@ class SessionsService:
         return version
 
     async def add_message(
-        self, user_id: str, session_id: str, content: str, local_id: str | None
+        self,
+        user_id: str,
+        session_id: str,
+        content: str,
+        local_id: str | None,
+        *,
+        write: Callable[[Unit[MessageResult | None]], Awaitable[MessageResult | None]]
+        | None = None,
     ) -> MessageResult | None:
         """Store a message with the next gapless seq (idempotent per localId); None if not owned.
+
+        ``write`` runs the atomic unit (default ``app.db.write``; the ``message`` handler
+        passes ``ctx.write`` so one socket's messages can share a group commit).
 
         The seq update comes first: it proves ownership and locks the session row, so the
         seq, the duplicate check (the insert's ON CONFLICT on (session, localId)) and the insert
@@ -338,7 +349,7 @@ class SessionsService:
             )
 
         try:
-            return await self.app.db.write(unit)
+            return await (write or self.app.db.write)(unit)
         except _Duplicate as duplicate:
             return MessageResult(duplicate.message, False, None)
 

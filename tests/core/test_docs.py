@@ -23,7 +23,9 @@ def test_every_event_has_a_section_in_events_md() -> None:
     events = app.registry.events()  # type: ignore[attr-defined]
     assert len(events) >= 17
     for event in events:
-        assert re.search(rf"^##+ `{re.escape(event)}`", doc, re.M), f"event {event} is not in docs/events.md"
+        assert re.search(rf"^##+ `{re.escape(event)}`", doc, re.M), (
+            f"event {event} is not in docs/events.md"
+        )
 
 
 def test_every_route_is_in_http_md() -> None:
@@ -39,7 +41,9 @@ def test_every_hook_is_in_plugin_hooks_md() -> None:
     doc = (DOCS / "plugin_hooks.md").read_text()
     hooks = [n for n in dir(hookspecs) if getattr(getattr(hookspecs, n), "happy_socket_spec", None)]
     for name in hooks:
-        assert re.search(rf"^### `{name}\(", doc, re.M), f"hook {name} is not in docs/plugin_hooks.md"
+        assert re.search(rf"^### `{name}\(", doc, re.M), (
+            f"hook {name} is not in docs/plugin_hooks.md"
+        )
 
 
 def test_every_cli_command_is_in_cli_md() -> None:
