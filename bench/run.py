@@ -61,7 +61,12 @@ def cpu_seconds(pid: int) -> float:
 
 def with_server_cpu(result: dict[str, Any], servers: list[Server], before: list[float]) -> None:
     """Add ``serverCpuUsPerOp``: the servers' CPU time (all processes) per operation."""
-    ops = result.get("received") or result.get("perSecond", 0) * result.get("seconds", 0)
+    # messages received, requests answered, or successful + mismatched racing writes
+    ops = (
+        result.get("received")
+        or result.get("n")
+        or (result.get("successes", 0) + result.get("mismatches", 0))
+    )
     if not ops or "count" in result:
         return
     used = sum(cpu_seconds(s.proc.pid) - b for s, b in zip(servers, before, strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -166,6 +167,37 @@ class Router:
     async def call(self, sid: str, event: str, data: Any, *, timeout: float) -> Any:
         """Emit ``event`` to one socket with an ack and wait for its answer."""
         return await self._sio.call(event, data, to=sid, timeout=timeout)
+
+    async def request(self, sid: str, event: str, data: Any) -> asyncio.Future[tuple[Any, ...]]:
+        """Send ``event`` with an ack request to a socket *of this process*.
+
+        Returns a future of the ack's arguments (a tuple); it never resolves if the socket
+        leaves without answering, so race it against your own timeout and disconnect signal,
+        and cancel it when you give up (that forgets the pending ack). Unlike ``call()``, no
+        task, event or ``wait_for`` per request, and never a trip through Redis. Raises
+        ``LookupError`` when ``sid`` is not connected here.
+        """
+        sio = self._sio
+        manager = sio.manager
+        eio_sid = manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None or not manager.is_connected(sid, "/"):
+            raise LookupError(f"socket {sid} is not connected to this process")
+        answer: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+
+        def on_ack(*args: Any) -> None:
+            if not answer.done():
+                answer.set_result(args)
+
+        ack_id = manager._generate_ack_id(sid, on_ack)
+
+        def forget(fut: asyncio.Future[tuple[Any, ...]]) -> None:
+            if fut.cancelled():  # given up: drop the pending ack (python-socketio's call leaks it)
+                manager.callbacks.get(sid, {}).pop(ack_id, None)
+
+        answer.add_done_callback(forget)
+        packet = sio.packet_class(sio_packet.EVENT, namespace="/", data=[event, data], id=ack_id)
+        await sio._send_packet(eio_sid, packet)
+        return answer
 
     async def _emit(self, event: str, data: Any, rooms: list[str], skip_sid: str | None) -> None:
         if not rooms:  # python-socketio would broadcast to everyone

@@ -257,6 +257,7 @@ class Database:
         self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self.batch_sizes: list[int] = []  # recent group-commit sizes, for tests
+        self._last_batch = 0
         self._on_batch = on_batch
         self.connected = False
 
@@ -387,10 +388,11 @@ class Database:
             item = await self._queue.get()
             if item is None:
                 return
-            # one event-loop round before draining: the handlers of frames read in the same
-            # round queue their units too (a 4-sender flood: batches of 2 -> 4, -10 % CPU per
-            # message); costs one loop iteration of latency when idle
-            await asyncio.sleep(0)
+            if self._last_batch > 1 or not self._queue.empty():
+                # under load, one event-loop round before draining: the handlers of frames
+                # read in the same round queue their units too (a 4-sender flood: batches of
+                # 2 -> 4, -10 % CPU per message); when idle, no added latency
+                await asyncio.sleep(0)
             batch = [item]
             stop = False
             while len(batch) < MAX_BATCH and not self._queue.empty():
@@ -485,6 +487,7 @@ class Database:
         failed: list[tuple[asyncio.Future[Any], BaseException]],
     ) -> None:
         self.batch_sizes.append(len(batch))
+        self._last_batch = len(batch)
         if self._on_batch is not None:
             self._on_batch(len(batch))
         if len(self.batch_sizes) > 1000:

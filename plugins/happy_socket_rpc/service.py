@@ -234,20 +234,37 @@ class RpcService:
         gone = self._gone.get(sid)
         if gone is None:
             gone = self._gone[sid] = loop.create_future()
-        request = {"method": method, "params": params}
-        # our own timer decides the timeout; the router's is only a backstop
-        task = loop.create_task(
-            self.app.router.call(sid, "rpc-request", request, timeout=timeout + 5)
-        )
-        done, _ = await asyncio.wait({task, gone}, timeout=timeout, return_when="FIRST_COMPLETED")
-        if task in done:
-            exc = task.exception()
-            if exc is not None:
-                log.warning("rpc: rpc-request to %s failed: %r", sid, exc)
-                return INTERNAL
-            answer = task.result()
-            if isinstance(answer, tuple):  # several ack arguments: the first is the answer
-                answer = answer[0] if answer else None
-            return {"ok": True, "result": answer}
-        task.cancel()
-        return DISCONNECTED if gone in done else TIMED_OUT
+        try:
+            answer = await self.app.router.request(
+                sid, "rpc-request", {"method": method, "params": params}
+            )
+        except LookupError:  # left between the check above and the send
+            return DISCONNECTED
+        except Exception as exc:
+            log.warning("rpc: rpc-request to %s failed: %r", sid, exc)
+            return INTERNAL
+        # one future settled by whichever comes first: the answer, the socket leaving, the timer
+        outcome: asyncio.Future[Outcome] = loop.create_future()
+
+        def settle(value: Outcome) -> None:
+            if not outcome.done():
+                outcome.set_result(value)
+
+        def on_answer(fut: asyncio.Future[tuple[Any, ...]]) -> None:
+            if not fut.cancelled():
+                args = fut.result()  # several ack arguments: the first is the answer
+                settle({"ok": True, "result": args[0] if args else None})
+
+        def on_gone(_: asyncio.Future[None]) -> None:
+            settle(DISCONNECTED)
+
+        answer.add_done_callback(on_answer)
+        gone.add_done_callback(on_gone)
+        timer = loop.call_later(timeout, settle, TIMED_OUT)
+        try:
+            return await outcome
+        finally:
+            timer.cancel()
+            gone.remove_done_callback(on_gone)
+            if not answer.done():
+                answer.cancel()

@@ -124,3 +124,27 @@ async def test_empty_room_list_is_refused_not_broadcast(
     with pytest.raises(ValueError, match="empty room list"):
         await server.app.emit_ephemeral("alice", {"type": "probe"}, Nobody())
     assert await receivers(sockets, "ephemeral") == set()
+
+
+async def test_request_reaches_one_local_socket_and_resolves_with_its_ack(
+    server: ServerHarness,
+) -> None:
+    sock = await server.client("alice")
+
+    async def answer(data: Any) -> Any:
+        return {"echo": data}
+
+    sock.client.on("question", answer)
+    router = server.app.router
+    reply = await router.request(sock.sid, "question", {"n": 1})
+    assert await asyncio.wait_for(reply, 3) == ({"echo": {"n": 1}},)
+    manager = server.app.sio.manager
+    # a request given up is forgotten (no pending ack left behind)
+    silent = await server.client("alice")
+    pending = await router.request(silent.sid, "nobody-answers", None)
+    assert len(manager.callbacks[silent.sid]) == 2  # the id counter + this ack
+    pending.cancel()
+    await asyncio.sleep(0)
+    assert len(manager.callbacks[silent.sid]) == 1
+    with pytest.raises(LookupError):
+        await router.request("no-such-sid", "question", None)
