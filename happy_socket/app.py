@@ -28,6 +28,8 @@ from .storage import Accounts, Database, Migrations, SchemaStatus, accounts, upg
 
 log = logging.getLogger("happy_socket")
 
+DRAIN_TIMEOUT_S = 3.0  # how long shutdown waits for running event handlers
+
 
 class Services(dict[str, Any]):
     """Public service objects of plugins, by name (``register_services``)."""
@@ -185,10 +187,17 @@ class App:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def shutdown(self) -> None:
-        """Run ``shutdown`` hooks, cancel background tasks, then close the database."""
+        """Let running handlers finish (≤ ``DRAIN_TIMEOUT_S``), run ``shutdown`` hooks, cancel
+        background tasks, then close the database."""
         if not self.started:
             return
         self.started = False
+        if not await self.dispatcher.drain(DRAIN_TIMEOUT_S):
+            log.warning(
+                "shutdown: %d event handlers still running after %.0f s; closing anyway",
+                self.dispatcher.in_flight,
+                DRAIN_TIMEOUT_S,
+            )
         await self.run_hook("shutdown", app=self)
         tasks = list(self._tasks)
         for task in tasks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,8 @@ UNKNOWN_EVENT_ACK: dict[str, Any] = {
     "message": UNKNOWN_EVENT,
 }
 
-DEFAULT_MAX_PENDING = 1000
+DEFAULT_MAX_PENDING = 1000  # ordered events started or waiting, per socket
+DEFAULT_MAX_CONCURRENT = 1000  # other events running at once, per socket
 MAX_DEPTH = 32  # protocol payloads nest 3 levels; deeper input is refused before any handler
 
 
@@ -80,7 +82,12 @@ class Dispatcher:
         self._app = app
         self.connections: dict[str, Connection] = {}
         self._lanes: dict[str, _Lane] = {}
+        self._running: dict[str, int] = {}  # sid -> events that are not ordered, running
         self.max_pending = max_pending
+        self.max_concurrent = DEFAULT_MAX_CONCURRENT
+        self.in_flight = 0  # handlers running now (all sockets)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def attach(self, sio: socketio.AsyncServer) -> None:
         """Register connect/disconnect and every handler of the registry on ``sio``."""
@@ -181,9 +188,25 @@ class Dispatcher:
             return on_ordered_event
 
         async def on_event(sid: str, *args: Any) -> Any:
-            return await self.run(sid, handler, args[0] if args else None)
+            return await self.run_concurrent(sid, handler, args[0] if args else None)
 
         return on_event
+
+    async def run_concurrent(self, sid: str, handler: Handler, data: Any) -> Any:
+        """Run an event that is not ordered, unless the socket already has too many running."""
+        running = self._running.get(sid, 0)
+        if running >= self.max_concurrent:
+            self._app.metrics.event_done(handler.event, "rejected", 0.0)
+            return TooManyPending().render(handler.envelope)
+        self._running[sid] = running + 1
+        try:
+            return await self.run(sid, handler, data)
+        finally:
+            left = self._running.get(sid, 1) - 1
+            if left > 0:
+                self._running[sid] = left
+            else:
+                self._running.pop(sid, None)
 
     async def run_ordered(self, sid: str, handler: Handler, data: Any) -> Any:
         """Run in arrival order: after the socket's previous ordered event opened its gate
@@ -217,6 +240,8 @@ class Dispatcher:
         """Call the handler and turn its outcome into the ack (never raises)."""
         started = time.perf_counter()
         outcome = "ok"
+        self.in_flight += 1
+        self._idle.clear()
         try:
             conn = self.connections.get(sid)
             if conn is None:
@@ -254,4 +279,15 @@ class Dispatcher:
                 )
                 return InternalError().render(handler.envelope)
         finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
             self._app.metrics.event_done(handler.event, outcome, time.perf_counter() - started)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no handler runs (at most ``timeout`` seconds); False if some still do."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

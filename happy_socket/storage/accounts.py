@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from ..context import now_ms
 from ..ids import new_id
@@ -42,6 +43,28 @@ class Accounts:
             .on_conflict_do_update(index_elements=["id"], set_={"seq": accounts.c.seq + 1})
             .returning(accounts.c.seq)
         )
+
+    def next_seq_after(self, change: sa.CTE) -> sa.CTE:
+        """A CTE that allocates the user's next update seq only if ``change`` returned a row.
+
+        For one-statement writes on PostgreSQL (SQLite has no data-modifying CTEs): put
+        ``change`` (an INSERT/UPDATE ... RETURNING as a CTE) and this CTE in one statement and
+        run it with :meth:`Database.write_one`; the change and the seq then commit together.
+        Binds ``user_id``, ``created_at`` and ``updated_at``; the CTE's column is ``seq``.
+        """
+        source = sa.select(
+            sa.bindparam("user_id", type_=sa.String),
+            sa.literal(1, sa.BigInteger),
+            sa.bindparam("created_at", type_=sa.BigInteger),
+            sa.bindparam("updated_at", type_=sa.BigInteger),
+        ).where(sa.exists(change.select()))
+        upsert = (
+            postgresql.insert(accounts)
+            .from_select(["id", "seq", "created_at", "updated_at"], source)
+            .on_conflict_do_update(index_elements=["id"], set_={"seq": accounts.c.seq + 1})
+            .returning(accounts.c.seq)
+        )
+        return upsert.cte("user_seq")
 
     async def ensure(self, user_id: str) -> None:
         """Create the account ``user_id`` unless it exists."""

@@ -377,6 +377,21 @@ class Database:
         await self._queue.put((unit, future))
         return await future
 
+    async def write_one(self, query: Query, values: Values = None) -> Row | None:
+        """Run one write statement atomically and return its first row (or None).
+
+        On PostgreSQL the statement runs alone in autocommit: one round trip instead of
+        BEGIN, statement, COMMIT — a single statement is atomic, data-modifying CTEs included,
+        and an error inside it undoes all of it. On SQLite it is a unit on the writer.
+        """
+        if self.is_sqlite:
+            return await self.write(lambda tx: tx.fetch_one(query, values))
+        if not self.connected:
+            raise RuntimeError("database is not connected")
+        async with self._db.connection() as conn:
+            rows = await Tx(conn, self.dialect)._fetch(query, values, many=False)
+        return rows[0] if rows else None
+
     async def execute(self, query: Query, values: Values = None) -> None:
         """Run one write statement as its own unit."""
         await self.write(lambda tx: tx.execute(query, values))

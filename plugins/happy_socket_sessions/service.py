@@ -81,6 +81,64 @@ _MESSAGE_VALUES = {
 }
 
 
+DUPLICATE_GUARD_SQLSTATE = "22012"  # division_by_zero: see _one_statement_message
+
+
+def _one_statement_message(app: App) -> sa.Select[Any]:
+    """``message`` as one PostgreSQL statement: session seq, insert, user seq, together.
+
+    A duplicate localId must leave no trace (the session seq would get a gap), but the
+    session row was already updated by then; the guard column divides by zero exactly in
+    that case, which aborts the whole statement (autocommit: nothing is kept). The caller
+    then reads the stored message. Not owned: no session row, no insert, no user seq.
+    """
+    s = (
+        sessions.update()
+        .where(*_OWN)
+        .values(seq=sessions.c.seq + 1, updated_at=_NOW)
+        .returning(sessions.c.seq)
+        .cte("s")
+    )
+    source = sa.select(
+        _bp("b_id", type_=sa.Text),
+        _bp("b_sid", type_=sa.Text),
+        s.c.seq,
+        _bp("b_local", type_=sa.Text),
+        _bp("b_content", type_=sa.Text),
+        _NOW,
+        _NOW,
+    )
+    m = (
+        app.db.insert(session_messages)
+        .from_select(
+            ["id", "session_id", "seq", "local_id", "content", "created_at", "updated_at"],
+            source,
+        )
+        .on_conflict_do_nothing(index_elements=["session_id", "local_id"])
+        .returning(*session_messages.c)
+        .cte("m")
+    )
+    u = app.accounts.next_seq_after(m)
+    duplicate = sa.and_(sa.exists(s.select()), ~sa.exists(m.select()))
+    one = sa.select(sa.literal(1).label("one")).subquery("one")
+    return sa.select(
+        sa.select(s.c.seq).scalar_subquery().label("session_seq"),
+        *m.c,
+        sa.select(u.c.seq).scalar_subquery().label("user_seq"),
+        (sa.literal(1) / sa.case((duplicate, 0), else_=1)).label("guard"),
+    ).select_from(one.outerjoin(m, sa.true()))
+
+
+def _one_statement_cas(app: App, update: Any) -> sa.Select[Any]:
+    """A compare-and-set and its user seq as one PostgreSQL statement (None/None: no change)."""
+    change = update.cte("change")
+    user_seq = app.accounts.next_seq_after(change)
+    return sa.select(
+        sa.select(*change.c).scalar_subquery().label("version"),
+        sa.select(user_seq.c.seq).scalar_subquery().label("user_seq"),
+    )
+
+
 class MessageResult:
     """A stored (or already stored) message."""
 
@@ -111,6 +169,12 @@ class SessionsService:
             .values(_MESSAGE_VALUES)
             .on_conflict_do_nothing(index_elements=["session_id", "local_id"])
             .returning(*session_messages.c)
+        )
+        self._message_statement = None if app.db.is_sqlite else _one_statement_message(app)
+        self._cas_statements = (
+            {}
+            if app.db.is_sqlite
+            else {field: _one_statement_cas(app, update) for field, (update, _) in _CAS.items()}
         )
         self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
@@ -284,7 +348,18 @@ class SessionsService:
                 return int(version), await self.app.accounts.next_seq(user_id, tx)
             return await tx.fetch_one(current, own)
 
-        outcome = await self.app.db.write(unit)
+        outcome: tuple[int, int] | dict[str, Any] | None
+        one_statement = self._cas_statements.get(field)
+        if one_statement is not None:  # PostgreSQL: one round trip when it succeeds
+            now = values["b_now"]
+            seq_values = {"user_id": user_id, "created_at": now, "updated_at": now}
+            row = await self.app.db.write_one(one_statement, {**values, **seq_values})
+            if row is not None and row["version"] is not None:
+                outcome = int(row["version"]), int(row["user_seq"])
+            else:  # lost or wrong version (a fresh read) or not the user's
+                outcome = await self.app.db.fetch_one(current, own)
+        else:
+            outcome = await self.app.db.write(unit)
         if outcome is None:
             raise NotFound(None)
         if isinstance(outcome, dict):
@@ -322,6 +397,8 @@ class SessionsService:
         """
         own = {"b_sid": session_id, "b_uid": user_id}
         now = self.app.clock()
+        if self._message_statement is not None:
+            return await self._add_message_pg(own, now, content, local_id)
 
         async def unit(tx: Tx) -> MessageResult | None:
             seq = await tx.fetch_val(_NEXT_MESSAGE_SEQ, {**own, "b_now": now})
@@ -352,6 +429,36 @@ class SessionsService:
             return await (write or self.app.db.write)(unit)
         except _Duplicate as duplicate:
             return MessageResult(duplicate.message, False, None)
+
+    async def _add_message_pg(
+        self, own: dict[str, Any], now: int, content: str, local_id: str | None
+    ) -> MessageResult | None:
+        """PostgreSQL: the whole message in one statement and one round trip."""
+        values = {
+            **own,
+            "b_now": now,
+            "b_id": new_id(),
+            "b_local": local_id,
+            "b_content": content,
+            "user_id": own["b_uid"],
+            "created_at": now,
+            "updated_at": now,
+        }
+        assert self._message_statement is not None
+        try:
+            row = await self.app.db.write_one(self._message_statement, values)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != DUPLICATE_GUARD_SQLSTATE:
+                raise
+            existing = await self.app.db.fetch_one(
+                _FIND_LOCAL_ID, {"b_sid": own["b_sid"], "b_local": local_id}
+            )
+            if existing is None:  # pragma: no cover - the guard fires only for a stored localId
+                raise
+            return MessageResult(message_json(existing), False, None)
+        if row is None or row["session_seq"] is None:
+            return None
+        return MessageResult(message_json(row), True, int(row["user_seq"]))
 
     async def heartbeat(self, user_id: str, session_id: str, at: int, thinking: bool) -> bool:
         """``session-alive``: announce activity and queue a lazy write; False when ignored."""

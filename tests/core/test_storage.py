@@ -170,3 +170,70 @@ async def test_memory_database_works(tmp_path: Any) -> None:
     await db.execute("INSERT INTO t (id) VALUES (1)")
     assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
     await db.disconnect()
+
+
+async def test_write_one_runs_a_statement_atomically(app: App) -> None:
+    await app.db.execute(counters.insert().values(id="w", value=1, version=0))
+    row = await app.db.write_one(
+        counters.update()
+        .where(counters.c.id == "w")
+        .values(value=counters.c.value + 1)
+        .returning(counters.c.value)
+    )
+    assert row == {"value": 2}
+    missing = counters.update().where(counters.c.id == "nope").values(value=0)
+    assert await app.db.write_one(missing.returning(counters.c.value)) is None
+
+
+async def test_next_seq_after_allocates_only_with_the_change(pg_url: str) -> None:
+    app = create_app(
+        Settings(db=pg_url, secret="s" * 32),
+        plugins=[("counter", CounterPlugin())],
+        load_entry_points=False,
+    )
+    await app.startup()
+    try:
+        await app.db.execute(counters.insert().values(id="c", value=0, version=0))
+        change = (
+            counters.update()
+            .where(counters.c.id == "c", counters.c.version == sa.bindparam("expected"))
+            .values(version=counters.c.version + 1)
+            .returning(counters.c.version)
+            .cte("change")
+        )
+        seq = app.accounts.next_seq_after(change)
+        statement = sa.select(
+            sa.select(*change.c).scalar_subquery().label("version"),
+            sa.select(seq.c.seq).scalar_subquery().label("seq"),
+        )
+        values = {"user_id": "carol", "created_at": 1, "updated_at": 1}
+        assert await app.db.write_one(statement, {**values, "expected": 0}) == {
+            "version": 1,
+            "seq": 1,
+        }
+        # no change, no seq
+        assert await app.db.write_one(statement, {**values, "expected": 0}) == {
+            "version": None,
+            "seq": None,
+        }
+        assert await app.db.write_one(statement, {**values, "expected": 1}) == {
+            "version": 2,
+            "seq": 2,
+        }
+        # an error anywhere in the statement undoes all of it
+        failing = sa.select(
+            sa.select(*change.c).scalar_subquery().label("version"),
+            sa.select(seq.c.seq).scalar_subquery().label("seq"),
+            # zero only once the change ran (not foldable when the statement is planned)
+            (
+                sa.literal(1)
+                / (sa.select(sa.func.count()).select_from(change).scalar_subquery() - 1)
+            ).label("boom"),
+        )
+        with pytest.raises(Exception, match="division by zero"):
+            await app.db.write_one(failing, {**values, "expected": 2})
+        assert await app.accounts.next_seq("carol") == 3
+        version = await app.db.fetch_val(sa.select(counters.c.version).where(counters.c.id == "c"))
+        assert version == 2
+    finally:
+        await app.shutdown()

@@ -300,6 +300,7 @@ class Gate:
     def register_handlers(self, registry: Registry) -> None:
         registry.add("hostile-gate", self.gate, ordered=True)
         registry.add("hostile-gate-ok", self.gate, ordered=True, envelope="ok")
+        registry.add("hostile-gate-concurrent", self.gate, envelope="success")
 
     async def gate(self, ctx: Context, data: Any) -> dict[str, Any]:
         await self.opened.wait()
@@ -343,6 +344,31 @@ async def test_one_socket_cannot_queue_more_than_1000_ordered_events(
     assert (await elsewhere)["result"] == "success"
     assert [n for n in gate.order if n != "other"] == list(range(1000))
     assert await flooder.call("hostile-gate", "after") == {"result": "success", "n": "after"}
+
+
+async def test_one_socket_cannot_run_more_than_1000_unordered_events(
+    make_server: ServerFactory,
+) -> None:
+    gate = Gate()
+    server = await make_server(plugins=[("gate", gate)])
+    assert server.app.dispatcher.max_concurrent == 1000
+    flooder = await server.client("alice")
+    other = await server.client("alice")
+
+    def call(sock: TestSocket, data: Any) -> asyncio.Task[Any]:
+        return asyncio.create_task(sock.client.call("hostile-gate-concurrent", (data,), timeout=20))
+
+    running = [call(flooder, i) for i in range(1000)]
+    await asyncio.sleep(0.5)
+    refused = {"success": False, "error": TOO_MANY}
+    assert await flooder.call("hostile-gate-concurrent", 1000) == refused
+    assert await flooder.call("ping") == {"result": "error", "message": TOO_MANY}
+    assert await other.call("ping") == {}  # another socket of the same user is not held up
+    gate.opened.set()
+    answers = await asyncio.gather(*running)
+    assert sorted(a["n"] for a in answers) == list(range(1000))
+    assert await flooder.call("ping") == {}  # the count drains
+    assert server.app.dispatcher._running == {}
 
 
 async def test_lane_size_is_tunable(make_server: ServerFactory) -> None:
