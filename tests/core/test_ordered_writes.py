@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from happy_socket import Context, Registry, Settings, Tx, create_app, hookimpl
+from happy_socket import Context, Registry, Tx, hookimpl
 from happy_socket.app import App
-from happy_socket.context import ClientType, Connection
+
+from .in_process import started_with
 
 log_table = sa.Table(
     "test_ordered_log",
@@ -56,15 +57,7 @@ class OrderedPlugin:
 @pytest.fixture
 async def started(db_url: str) -> Any:
     plugin = OrderedPlugin()
-    app = create_app(
-        Settings(db=db_url, secret="s" * 32),
-        plugins=[("ordered", plugin)],
-        load_entry_points=False,
-    )
-    await app.startup()
-    app.dispatcher.connections["sid1"] = Connection(
-        sid="sid1", user_id="alice", client_type=ClientType.USER
-    )
+    app = await started_with(db_url, "ordered", plugin)
     yield app, plugin
     await app.shutdown()
 

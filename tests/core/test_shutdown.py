@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from happy_socket import Context, Registry, Settings, Tx, create_app, hookimpl
+from happy_socket import Context, Registry, Tx, hookimpl
 from happy_socket import app as app_module
 from happy_socket.app import App
-from happy_socket.context import ClientType, Connection
+
+from .in_process import started_with
 
 
 class SlowWriter:
@@ -40,16 +41,7 @@ class SlowWriter:
 
 async def started_app(tmp_path: Any) -> tuple[App, SlowWriter]:
     plugin = SlowWriter()
-    app = create_app(
-        Settings(db=f"sqlite:///{tmp_path / 's.db'}", secret="s" * 32),
-        plugins=[("slow", plugin)],
-        load_entry_points=False,
-    )
-    await app.startup()
-    app.dispatcher.connections["sid1"] = Connection(
-        sid="sid1", user_id="alice", client_type=ClientType.USER
-    )
-    return app, plugin
+    return await started_with(f"sqlite:///{tmp_path / 's.db'}", "slow", plugin), plugin
 
 
 async def test_a_running_handler_finishes_its_write_before_the_database_closes(
