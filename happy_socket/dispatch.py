@@ -23,6 +23,7 @@ MISSING_TOKEN = "Missing authentication token"
 MISSING_SESSION = "Session ID required for session-scoped clients"
 MISSING_MACHINE = "Machine ID required for machine-scoped clients"
 INVALID_TOKEN = "Invalid authentication token"
+AUTH_FAILED = "Internal error"  # an authenticate hook raised: the token could not be checked
 
 UNKNOWN_EVENT = "Unknown event"
 # No plugin serves the event, so its envelope is unknown: this ack reads as a failure in all
@@ -115,8 +116,10 @@ class Dispatcher:
         try:
             user_id = await self._app.authenticate(token, auth)
         except Exception:
+            # the token may be fine (the database is down, say): don't tell the client it is
+            # invalid — a client that believes that drops its credentials
             log.exception("authenticate hook failed for sid %s", sid)
-            user_id = None
+            raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED) from None
         if user_id is None:
             raise socketio.exceptions.ConnectionRefusedError(INVALID_TOKEN)
         return Connection(

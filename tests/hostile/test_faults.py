@@ -96,6 +96,12 @@ async def test_postgresql_goes_away_and_comes_back(make_server: ServerFactory, p
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
         )
         await outage_answers(server, sock, own.session_id)
+        # a user this process has not seen: the account check cannot run, and the refusal
+        # says so instead of calling a good token invalid
+        assert await server.refusal({"token": server.app.tokens.issue("newcomer")}) == (
+            "Internal error"
+        )
+        assert await server.refusal({"token": "not-a-token"}) == "Invalid authentication token"
         token = await server.token("alice")
         async with httpx.AsyncClient(
             limits=FRESH, base_url=server.url, headers={"Authorization": f"Bearer {token}"}
@@ -123,6 +129,9 @@ async def test_sqlite_locked_by_another_process_and_released(
     try:
         other.execute("BEGIN EXCLUSIVE")
         await outage_answers(server, sock, own.session_id)
+        # reads still work on SQLite (WAL): an unseen account is checked and refused normally
+        newcomer = server.app.tokens.issue("newcomer")
+        assert await server.refusal({"token": newcomer}) == "Invalid authentication token"
     finally:
         other.execute("ROLLBACK")
         other.close()
