@@ -113,15 +113,35 @@ class MachineScopedOnly:
         return [machine_room(user_id, self.machine_id), user_scoped_room(user_id)]
 
 
+# python-socketio internals the fast paths use (pinned <6); without them: the public API
+_SERVER_INTERNALS = ("_send_packet", "_send_eio_packet", "packet_class")
+_MANAGER_INTERNALS = ("_generate_ack_id", "callbacks", "get_participants", "eio_sid_from_sid")
+
+
+def has_fast_path(sio: Any) -> bool:
+    """True when ``sio`` has the python-socketio internals the router's fast paths use."""
+    return all(hasattr(sio, name) for name in _SERVER_INTERNALS) and all(
+        hasattr(sio.manager, name) for name in _MANAGER_INTERNALS
+    )
+
+
 class Router:
     """Addresses emits to one user's rooms; it can never reach another user's sockets."""
 
     def __init__(self, app: App) -> None:
         self._app = app
+        self._fast: bool | None = None  # has_fast_path(sio), known at the first emit
 
     @property
     def _sio(self) -> Any:
         return self._app.sio
+
+    @property
+    def fast(self) -> bool:
+        """Whether the fast paths (``request``, local emits) use python-socketio internals."""
+        if self._fast is None:
+            self._fast = has_fast_path(self._sio)
+        return self._fast
 
     async def emit_update(
         self,
@@ -179,8 +199,7 @@ class Router:
         """
         sio = self._sio
         manager = sio.manager
-        eio_sid = manager.eio_sid_from_sid(sid, "/")
-        if eio_sid is None or not manager.is_connected(sid, "/"):
+        if not manager.is_connected(sid, "/"):
             raise LookupError(f"socket {sid} is not connected to this process")
         answer: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
 
@@ -188,6 +207,10 @@ class Router:
             if not answer.done():
                 answer.set_result(args)
 
+        eio_sid = manager.eio_sid_from_sid(sid, "/") if self.fast else None
+        if eio_sid is None:  # the public API (a pending ack of a socket that left is dropped)
+            await sio.emit(event, data, to=sid, callback=on_ack)
+            return answer
         ack_id = manager._generate_ack_id(sid, on_ack)
 
         def forget(fut: asyncio.Future[tuple[Any, ...]]) -> None:
@@ -203,7 +226,7 @@ class Router:
         if not rooms:  # python-socketio would broadcast to everyone
             raise ValueError("refusing to emit to an empty room list")
         sio = self._sio
-        if type(sio.manager) is socketio.AsyncManager:  # one process: no pub/sub to go through
+        if self.fast and type(sio.manager) is socketio.AsyncManager:  # one process: no pub/sub
             await self._emit_local(sio, event, data, rooms, skip_sid)
         else:
             await sio.emit(event, data, to=rooms, skip_sid=skip_sid)
