@@ -42,6 +42,9 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        # event names come from the registry (bounded), so these caches are too
+        self._event_counters: dict[tuple[str, str], Counter] = {}
+        self._ack_histograms: dict[str, Histogram] = {}
         self.handshake_refusals = Counter(
             "happy_socket_handshake_refusals",
             "Refused handshakes by reason.",
@@ -50,6 +53,13 @@ class Metrics:
         )
 
     def event_done(self, event: str, outcome: str, seconds: float) -> None:
-        """Count one handled event and its latency."""
-        self.events.labels(event, outcome).inc()
-        self.ack_seconds.labels(event).observe(seconds)
+        """Count one handled event and its latency (labelled children cached: hot path)."""
+        key = (event, outcome)
+        counter = self._event_counters.get(key)
+        if counter is None:
+            counter = self._event_counters[key] = self.events.labels(event, outcome)
+        counter.inc()
+        histogram = self._ack_histograms.get(event)
+        if histogram is None:
+            histogram = self._ack_histograms[event] = self.ack_seconds.labels(event)
+        histogram.observe(seconds)
