@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,22 +181,17 @@ async def _session(process: Process, token: str) -> str:
         return str(reply.json()["session"]["id"])
 
 
-async def _traffic_then_signal(
-    process: Process, token: str, sid: str, sig: int
+async def _write_until(
+    watcher: TestSocket, writers: list[TestSocket], sid: str, prefix: str, kill: Callable[[], None]
 ) -> tuple[set[str], set[str]]:
-    """Send messages from 4 sockets; ``sig`` the server mid-way; (acked, broadcast)."""
-    watcher = await _connect(process.url, token)
-    writers = [
-        await _connect(process.url, token, clientType="session-scoped", sessionId=sid)
-        for _ in range(4)
-    ]
+    """The writers send messages until ``kill()`` ran mid-way; (acked, broadcast to watcher)."""
     acked: set[str] = set()
     stop = asyncio.Event()
 
     async def write(index: int, sock: TestSocket) -> None:
         n = 0
         while not stop.is_set():
-            local = f"{sig}-w{index}-{n}"
+            local = f"{prefix}w{index}-{n}"
             n += 1
             try:
                 ack = await sock.client.call(
@@ -209,7 +205,7 @@ async def _traffic_then_signal(
     tasks = [asyncio.create_task(write(i, s)) for i, s in enumerate(writers)]
     while len(acked) < 40:
         await asyncio.sleep(0.01)
-    process.kill(sig)
+    kill()
     await asyncio.sleep(0.5)
     stop.set()
     await asyncio.gather(*tasks)
@@ -218,6 +214,21 @@ async def _traffic_then_signal(
         for u in watcher.events["update"]
         if u["body"].get("t") == "new-message"
     }
+    return acked, broadcast
+
+
+async def _traffic_then_signal(
+    process: Process, token: str, sid: str, sig: int
+) -> tuple[set[str], set[str]]:
+    """Send messages from 4 sockets; ``sig`` the server mid-way; (acked, broadcast)."""
+    watcher = await _connect(process.url, token)
+    writers = [
+        await _connect(process.url, token, clientType="session-scoped", sessionId=sid)
+        for _ in range(4)
+    ]
+    acked, broadcast = await _write_until(
+        watcher, writers, sid, f"{sig}-", lambda: process.kill(sig)
+    )
     for sock in (watcher, *writers):
         with contextlib.suppress(Exception):
             await sock.disconnect()
@@ -296,35 +307,9 @@ async def test_sigkill_of_one_of_two_processes_loses_nothing_broadcast(
     writers = [
         await group.client(1, user, client_type="session-scoped", session_id=sid) for _ in range(4)
     ]
-    acked: set[str] = set()
-    stop = asyncio.Event()
-
-    async def write(index: int, sock: TestSocket) -> None:
-        n = 0
-        while not stop.is_set():
-            local = f"w{index}-{n}"
-            n += 1
-            try:
-                ack = await sock.client.call(
-                    "message", {"sid": sid, "message": local, "localId": local}, timeout=2
-                )
-            except Exception:
-                return
-            if isinstance(ack, dict) and ack.get("result") == "success":
-                acked.add(local)
-
-    tasks = [asyncio.create_task(write(i, s)) for i, s in enumerate(writers)]
-    while len(acked) < 40:
-        await asyncio.sleep(0.01)
-    group[1].kill(signal.SIGKILL)
-    await asyncio.sleep(0.5)
-    stop.set()
-    await asyncio.gather(*tasks)
-    broadcast = {
-        u["body"]["message"]["localId"]
-        for u in watcher.events["update"]
-        if u["body"].get("t") == "new-message"
-    }
+    acked, broadcast = await _write_until(
+        watcher, writers, sid, "", lambda: group[1].kill(signal.SIGKILL)
+    )
     table = group.app.metadata.tables["session_messages"]
     rows = await group.app.db.fetch_all(
         sa.select(table.c.local_id, table.c.seq).where(table.c.session_id == sid)
