@@ -184,16 +184,12 @@ class Router:
         """Emit ``event`` to one socket."""
         await self._sio.emit(event, data, to=sid)
 
-    async def call(self, sid: str, event: str, data: Any, *, timeout: float) -> Any:
-        """Emit ``event`` to one socket with an ack and wait for its answer."""
-        return await self._sio.call(event, data, to=sid, timeout=timeout)
-
     async def request(self, sid: str, event: str, data: Any) -> asyncio.Future[tuple[Any, ...]]:
         """Send ``event`` with an ack request to a socket *of this process*.
 
         Returns a future of the ack's arguments (a tuple); it never resolves if the socket
         leaves without answering, so race it against your own timeout and disconnect signal,
-        and cancel it when you give up (that forgets the pending ack). Unlike ``call()``, no
+        and cancel it when you give up (that forgets the pending ack). Unlike ``sio.call()``, no
         task, event or ``wait_for`` per request, and never a trip through Redis. Raises
         ``LookupError`` when ``sid`` is not connected here.
         """

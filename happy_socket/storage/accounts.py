@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -50,7 +51,7 @@ class Accounts:
         For one-statement writes on PostgreSQL (SQLite has no data-modifying CTEs): put
         ``change`` (an INSERT/UPDATE ... RETURNING as a CTE) and this CTE in one statement and
         run it with :meth:`Database.write_one`; the change and the seq then commit together.
-        Binds ``user_id``, ``created_at`` and ``updated_at``; the CTE's column is ``seq``.
+        Bind :meth:`seq_values` with the statement's own values; the CTE's column is ``seq``.
         """
         source = sa.select(
             sa.bindparam("user_id", type_=sa.String),
@@ -122,10 +123,14 @@ class Accounts:
         self._known.add(user_id)
         return user_id
 
+    @staticmethod
+    def seq_values(user_id: str, now: int) -> dict[str, Any]:
+        """The bind values of the seq statements (``next_seq``, ``next_seq_after``)."""
+        return {"user_id": user_id, "created_at": now, "updated_at": now}
+
     async def next_seq(self, user_id: str, tx: Tx | None = None) -> int:
         """Allocate the user's next update seq (one atomic upsert; creates the account)."""
-        now = now_ms()
-        values = {"user_id": user_id, "created_at": now, "updated_at": now}
+        values = self.seq_values(user_id, now_ms())
         if tx is not None:
             return int(await tx.fetch_val(self._next_seq, values))
         return int(await self._db.write(lambda t: t.fetch_val(self._next_seq, values)))

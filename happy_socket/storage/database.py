@@ -257,7 +257,6 @@ class Database:
         self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self.batch_sizes: list[int] = []  # recent group-commit sizes, for tests
-        self._last_batch = 0
         self._on_batch = on_batch
         self.connected = False
 
@@ -341,6 +340,10 @@ class Database:
                 return [dict(r._mapping) for r in await self._reader.fetch_all(query, plain)]
             row = _row(await self._reader.fetch_one(query, plain))
             return [] if row is None else [row]
+        return await self._pooled(query, values, many)
+
+    async def _pooled(self, query: Query, values: Values, many: bool) -> list[Row]:
+        """One statement on a pooled connection, outside any transaction (PostgreSQL)."""
         async with self._db.connection() as conn:
             return await Tx(conn, self.dialect)._fetch(query, values, many)
 
@@ -388,8 +391,7 @@ class Database:
             return await self.write(lambda tx: tx.fetch_one(query, values))
         if not self.connected:
             raise RuntimeError("database is not connected")
-        async with self._db.connection() as conn:
-            rows = await Tx(conn, self.dialect)._fetch(query, values, many=False)
+        rows = await self._pooled(query, values, many=False)
         return rows[0] if rows else None
 
     async def execute(self, query: Query, values: Values = None) -> None:
@@ -403,7 +405,7 @@ class Database:
             item = await self._queue.get()
             if item is None:
                 return
-            if self._last_batch > 1 or not self._queue.empty():
+            if (self.batch_sizes and self.batch_sizes[-1] > 1) or not self._queue.empty():
                 # under load, one event-loop round before draining: the handlers of frames
                 # read in the same round queue their units too (a 4-sender flood: batches of
                 # 2 -> 4, -10 % CPU per message); when idle, no added latency
@@ -502,7 +504,6 @@ class Database:
         failed: list[tuple[asyncio.Future[Any], BaseException]],
     ) -> None:
         self.batch_sizes.append(len(batch))
-        self._last_batch = len(batch)
         if self._on_batch is not None:
             self._on_batch(len(batch))
         if len(self.batch_sizes) > 1000:

@@ -70,7 +70,7 @@ _NEXT_MESSAGE_SEQ = (
     .values(seq=sessions.c.seq + 1, updated_at=_NOW)
     .returning(sessions.c.seq)
 )
-_MESSAGE_VALUES = {
+_MESSAGE_VALUES: dict[str, Any] = {
     "id": _bp("b_id", type_=sa.Text),
     "session_id": _bp("b_sid", type_=sa.Text),
     "seq": _bp("b_seq", type_=sa.BigInteger),
@@ -99,21 +99,12 @@ def _one_statement_message(app: App) -> sa.Select[Any]:
         .returning(sessions.c.seq)
         .cte("s")
     )
-    source = sa.select(
-        _bp("b_id", type_=sa.Text),
-        _bp("b_sid", type_=sa.Text),
-        s.c.seq,
-        _bp("b_local", type_=sa.Text),
-        _bp("b_content", type_=sa.Text),
-        _NOW,
-        _NOW,
-    )
+    # the unit's insert values, with the seq taken from the session update
+    columns: list[Any] = [s.c.seq if k == "seq" else v for k, v in _MESSAGE_VALUES.items()]
+    source = sa.select(*columns)
     m = (
         app.db.insert(session_messages)
-        .from_select(
-            ["id", "session_id", "seq", "local_id", "content", "created_at", "updated_at"],
-            source,
-        )
+        .from_select(list(_MESSAGE_VALUES), source)
         .on_conflict_do_nothing(index_elements=["session_id", "local_id"])
         .returning(*session_messages.c)
         .cte("m")
@@ -340,7 +331,8 @@ class SessionsService:
         value_col, version_col = FIELDS[field]
         update, current = _CAS[field]
         own = {"b_sid": session_id, "b_uid": user_id}
-        values = {**own, "b_expected": expected, "b_value": value, "b_now": self.app.clock()}
+        now = self.app.clock()
+        values = {**own, "b_expected": expected, "b_value": value, "b_now": now}
 
         async def unit(tx: Tx) -> tuple[int, int] | dict[str, Any] | None:
             version = await tx.fetch_val(update, values)
@@ -351,8 +343,7 @@ class SessionsService:
         outcome: tuple[int, int] | dict[str, Any] | None
         one_statement = self._cas_statements.get(field)
         if one_statement is not None:  # PostgreSQL: one round trip when it succeeds
-            now = values["b_now"]
-            seq_values = {"user_id": user_id, "created_at": now, "updated_at": now}
+            seq_values = self.app.accounts.seq_values(user_id, now)
             row = await self.app.db.write_one(one_statement, {**values, **seq_values})
             if row is not None and row["version"] is not None:
                 outcome = int(row["version"]), int(row["user_seq"])
@@ -440,9 +431,7 @@ class SessionsService:
             "b_id": new_id(),
             "b_local": local_id,
             "b_content": content,
-            "user_id": own["b_uid"],
-            "created_at": now,
-            "updated_at": now,
+            **self.app.accounts.seq_values(own["b_uid"], now),
         }
         assert self._message_statement is not None
         try:
