@@ -21,6 +21,7 @@ from .app import App, create_app
 from .errors import ConfigError
 from .plugins import describe, make_plugin_manager
 from .settings import DEFAULT_DB_URL, LOG_LEVELS, Settings
+from .websocket import websocket_protocol
 
 log = logging.getLogger("happy_socket")
 T = TypeVar("T")
@@ -278,6 +279,7 @@ async def _serve(settings: Settings) -> None:
             lifespan="off",
             log_level=settings.log_level,
             access_log=False,
+            ws=websocket_protocol(),
             ws_per_message_deflate=settings.per_message_deflate,
             ws_max_size=settings.max_packet_bytes,
             timeout_graceful_shutdown=3,

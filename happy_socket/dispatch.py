@@ -76,6 +76,24 @@ def _text(value: Any, limit: int = 512) -> str | None:
     return value if isinstance(value, str) and value and len(value) <= limit else None
 
 
+#: Request headers python-socketio's environ keeps after the handshake (``sio.get_environ``).
+KEPT_HEADERS = frozenset(
+    {"HTTP_HOST", "HTTP_ORIGIN", "HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP"}
+)
+
+
+def trim_environ(environ: dict[str, Any]) -> None:
+    """Drop what an accepted socket's environ no longer needs (~4 KB per connection).
+
+    The environ lives as long as the socket. engine.io builds a class per request for its
+    ``wsgi.input`` and copies every request header; after the handshake only the
+    non-header keys and :data:`KEPT_HEADERS` stay.
+    """
+    environ.pop("wsgi.input", None)
+    for key in [k for k in environ if k.startswith("HTTP_") and k not in KEPT_HEADERS]:
+        del environ[key]
+
+
 class Dispatcher:
     """Owns the live connections of this process and runs handlers for their events."""
 
@@ -154,6 +172,7 @@ class Dispatcher:
                 conn.happy_client,
             )
             await self._app.run_hook("on_connect", ctx=self.context(conn, "core", "connect"))
+            trim_environ(environ)
         except Exception:  # never leave the client hanging without connect or connect_error
             log.exception("accepting sid %s failed", sid)
             self.connections.pop(sid, None)

@@ -18,6 +18,7 @@ from typing import Any
 import socketio
 
 from .app import App
+from .websocket import websocket_protocol
 
 
 class TestSocket:
@@ -108,6 +109,7 @@ class ServerHarness:
             lifespan="off",
             log_level="warning",
             access_log=False,
+            ws=websocket_protocol(),
             ws_per_message_deflate=self.app.settings.per_message_deflate,
             ws_max_size=self.app.settings.max_packet_bytes,
             timeout_graceful_shutdown=1,
