@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .plugins import call_each, make_plugin_manager, plugin_names
 from .queues import LeanQueue
 from .registry import Registry
+from .rooms import IndexedManager, IndexedRedisManager
 from .routing import RecipientFilter, Router
 from .settings import Settings
 from .storage import Accounts, Database, Migrations, SchemaStatus, accounts, upgrade
@@ -86,9 +87,9 @@ class App:
 
     def _make_sio(self) -> socketio.AsyncServer:
         s = self.settings
-        manager = None
+        manager: socketio.AsyncManager = IndexedManager()
         if s.redis:
-            manager = socketio.AsyncRedisManager(s.redis, channel=s.redis_channel, json=jsonmod)
+            manager = IndexedRedisManager(s.redis, channel=s.redis_channel, json=jsonmod)
         sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=manager,

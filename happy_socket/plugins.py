@@ -120,7 +120,7 @@ def call_each(
     """
     caller = getattr(pm.hook, hook)
     for impl in reversed(caller.get_hookimpls()):
-        name = pm.get_name(impl.plugin) or "?"
+        name = impl.plugin_name or "?"
         if before is not None:
             before(name)
         yield name, impl.function(*[kwargs[arg] for arg in impl.argnames])

@@ -6,9 +6,9 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
+from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from .context import ClientType, Connection, now_ms
 from .ids import random_id
@@ -222,7 +222,7 @@ class Router:
         if not rooms:  # python-socketio would broadcast to everyone
             raise ValueError("refusing to emit to an empty room list")
         sio = self._sio
-        if self.fast and type(sio.manager) is socketio.AsyncManager:  # one process: no pub/sub
+        if self.fast and not isinstance(sio.manager, AsyncPubSubManager):  # one process: no pub/sub
             await self._emit_local(sio, event, data, rooms, skip_sid)
         else:
             await sio.emit(event, data, to=rooms, skip_sid=skip_sid)
