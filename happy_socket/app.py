@@ -19,9 +19,9 @@ from .context import Clock, now_ms
 from .dispatch import Dispatcher
 from .errors import ConfigError
 from .http import Routes
+from .lean import LeanQueue
 from .metrics import Metrics
 from .plugins import call_each, make_plugin_manager, plugin_names
-from .queues import LeanQueue
 from .registry import Registry
 from .rooms import IndexedManager, IndexedRedisManager
 from .routing import RecipientFilter, Router

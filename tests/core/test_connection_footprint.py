@@ -1,12 +1,14 @@
-"""What an accepted socket keeps: lean queues on both layers, a trimmed environ."""
+"""What an accepted socket keeps: lean queues and event on both layers, a trimmed environ."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from happy_socket.dispatch import KEPT_HEADERS
-from happy_socket.queues import LeanQueue
+from happy_socket.lean import LeanEvent, LeanQueue
 from happy_socket.testing import ServerHarness
 from happy_socket.websocket import websocket_protocol
 
@@ -22,6 +24,7 @@ async def test_both_per_connection_queues_are_lean(server: ServerHarness) -> Non
     connections = server._server.server_state.connections
     websockets = [c for c in connections if isinstance(c, WebSocketsSansIOProtocol)]
     assert websockets and all(type(c.queue) is LeanQueue for c in websockets)
+    assert all(type(c.writable) is LeanEvent and c.writable.is_set() for c in websockets)
     eio_sockets = list(server.app.sio.eio.sockets.values())
     assert eio_sockets and all(type(s.queue) is LeanQueue for s in eio_sockets)
 
@@ -40,3 +43,54 @@ async def test_environ_is_trimmed_after_the_handshake(
     assert environ["REQUEST_METHOD"] == "GET" and "EIO=4" in environ["QUERY_STRING"]
     # the socket still works both ways after the trim
     assert await sock.call("ping", {}) is not None
+
+
+async def test_a_socket_that_stops_reading_pauses_only_itself(server: ServerHarness) -> None:
+    """Backpressure through the lean ``writable`` event: the frames wait, nothing is lost."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    token = await server.token("alice")
+    url = f"ws://127.0.0.1:{server.port}/v1/updates/?EIO=4&transport=websocket"
+    async with connect(url, max_queue=1, compression=None, ping_interval=None) as slow:
+        assert str(await slow.recv()).startswith("0{")  # engine.io open
+        await slow.send("40" + json.dumps({"token": token}))
+        accepted = str(await slow.recv())
+        assert accepted.startswith("40{")
+        sid = json.loads(accepted[2:])["sid"]
+        body = "x" * 65_536
+        count = 300  # ~20 MB: more than the loopback socket buffers hold
+        emits = asyncio.ensure_future(
+            asyncio.gather(
+                *(
+                    server.app.router.emit_to_sid(sid, "ephemeral", {"n": i, "body": body})
+                    for i in range(count)
+                )
+            )
+        )
+        protocols = [
+            c
+            for c in server._server.server_state.connections
+            if isinstance(c, WebSocketsSansIOProtocol) and c.scope.get("query_string", b"")
+        ]
+        paused = False
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if any(not c.writable.is_set() for c in protocols):
+                paused = True
+                break
+        assert paused, "the server never had to wait for the slow socket"
+        bob = await server.client("bob")  # the server still serves everyone else
+        assert await bob.call("ping", {}) is not None
+        received = []
+        while len(received) < count:
+            frame = str(await asyncio.wait_for(slow.recv(), 10))
+            if frame == "2":  # engine.io ping
+                await slow.send("3")
+                continue
+            event, data = json.loads(frame[2:])
+            assert event == "ephemeral" and data["body"] == body
+            received.append(data["n"])
+        assert received == list(range(count))
+        await emits

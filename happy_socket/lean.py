@@ -1,14 +1,17 @@
-"""A small-footprint unbounded asyncio queue for the per-connection queues.
+"""Small-footprint asyncio primitives for what every connection keeps for its whole life.
 
-Every websocket holds two queues for its whole life: uvicorn's receive queue and engine.io's
-send queue. ``asyncio.Queue`` allocates four deques (items, getters, putters and the
-``join`` event's waiters), about 3 KB per queue even when idle; at 10,000 idle connections
-that is 60 MB. :class:`LeanQueue` keeps items in a list that is emptied in place and creates
-getter and ``join`` state only when someone waits, so an idle queue is about 100 bytes.
+Every websocket holds two queues and an event as long as it is open: uvicorn's receive queue
+and ``writable`` event, engine.io's send queue. ``asyncio.Queue`` allocates four deques (items,
+getters, putters and the ``join`` event's waiters), about 3 KB even when idle, and
+``asyncio.Event`` one (~800 bytes); at 10,000 idle connections that is 70 MB.
+:class:`LeanQueue` keeps items in a list that is emptied in place and creates getter and
+``join`` state only when someone waits (about 100 bytes idle); :class:`LeanEvent` creates its
+waiter list on the first wait.
 
-It implements the part of ``asyncio.Queue``'s API that engine.io and uvicorn use: ``put``,
-``put_nowait``, ``get``, ``get_nowait``, ``task_done``, ``join``, ``qsize``, ``empty``,
-``full``. It is unbounded (``maxsize`` must be 0) and raises ``asyncio.QueueEmpty``.
+They implement the part of the asyncio API that engine.io and uvicorn use. ``LeanQueue``:
+``put``, ``put_nowait``, ``get``, ``get_nowait``, ``task_done``, ``join``, ``qsize``,
+``empty``, ``full``; unbounded (``maxsize`` must be 0); raises ``asyncio.QueueEmpty``.
+``LeanEvent``: ``set``, ``clear``, ``is_set``, ``wait``.
 """
 
 from __future__ import annotations
@@ -122,3 +125,46 @@ class LeanQueue(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<LeanQueue size={self.qsize()} unfinished={self._unfinished}>"
+
+
+class LeanEvent:
+    """``asyncio.Event`` without a deque until someone waits."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        """True once :meth:`set` was called and :meth:`clear` was not since."""
+        return self._value
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter."""
+        if not self._value:
+            self._value = True
+            for waiter in self._waiters or ():
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    def clear(self) -> None:
+        """Reset the flag."""
+        self._value = False
+
+    async def wait(self) -> bool:
+        """Return True at once if the flag is set, else once :meth:`set` is called."""
+        if self._value:
+            return True
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            self._waiters.remove(waiter)
+
+    def __repr__(self) -> str:
+        return f"<LeanEvent {'set' if self._value else 'unset'}>"

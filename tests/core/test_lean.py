@@ -1,4 +1,4 @@
-"""LeanQueue behaves like asyncio.Queue (the part engine.io and uvicorn use) in less memory."""
+"""LeanQueue and LeanEvent behave like asyncio's (the part engine.io and uvicorn use), smaller."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from happy_socket.queues import LeanQueue
+from happy_socket.lean import LeanEvent, LeanQueue
 
 
 async def test_fifo_and_empty() -> None:
@@ -96,17 +96,48 @@ def test_bounded_is_refused() -> None:
         LeanQueue(10)
 
 
-def test_an_idle_queue_is_a_fraction_of_asyncio_queue() -> None:
-    def allocated(factory: type) -> int:
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            keep = [factory() for _ in range(1000)]
-            size = tracemalloc.get_traced_memory()[0] - before
-            del keep
-            return size
-        finally:
-            tracemalloc.stop()
+def allocated(factory: type) -> int:
+    """Bytes 1,000 fresh instances of ``factory`` hold."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keep = [factory() for _ in range(1000)]
+        size = tracemalloc.get_traced_memory()[0] - before
+        del keep
+        return size
+    finally:
+        tracemalloc.stop()
 
-    lean, stock = allocated(LeanQueue), allocated(asyncio.Queue)
-    assert lean * 10 < stock, (lean, stock)
+
+def test_idle_lean_primitives_are_a_fraction_of_asyncio_ones() -> None:
+    assert allocated(LeanQueue) * 10 < allocated(asyncio.Queue)
+    assert allocated(LeanEvent) * 4 < allocated(asyncio.Event)
+
+
+async def test_event_set_wakes_every_waiter_and_clear_resets() -> None:
+    event = LeanEvent()
+    assert not event.is_set()
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    event.set()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert event.is_set() and await event.wait() is True  # set: returns at once
+    event.clear()
+    assert not event.is_set()
+    late = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    assert not late.done()
+    event.set()
+    assert await asyncio.wait_for(late, 1) is True
+
+
+async def test_event_cancelled_waiter_is_forgotten() -> None:
+    event = LeanEvent()
+    waiter = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    event.set()  # no waiter left to wake, nothing raises
+    assert await event.wait() is True
