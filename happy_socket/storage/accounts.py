@@ -32,6 +32,7 @@ class Accounts:
         self._db = db
         self._known: set[str] = set()
         self._pending: dict[str, asyncio.Future[bool]] = {}
+        self._one_statement_cas: dict[Any, Any] = {}  # update statement -> PostgreSQL statement
         # built once: the hottest statement of the server (every update allocates a seq)
         self._next_seq = (
             db.insert(accounts)
@@ -66,6 +67,42 @@ class Accounts:
             .returning(accounts.c.seq)
         )
         return upsert.cte("user_seq")
+
+    async def compare_and_set(
+        self, user_id: str, update: Any, current: Any, values: dict[str, Any], now: int
+    ) -> tuple[int, int] | dict[str, Any] | None:
+        """Run a compare-and-set and allocate the user's update seq in the same commit.
+
+        ``update`` is an ``UPDATE ... WHERE <owned by the user and version matches> RETURNING
+        <new version>``, ``current`` a ``SELECT <value>, <version> WHERE <owned>``; both take
+        their bind parameters from ``values``. Build them once (module constants): on
+        PostgreSQL the matching case is one statement (the update and the seq as
+        data-modifying CTEs, compiled once per ``update``), on SQLite one unit on the writer.
+
+        Returns ``(new version, user seq)`` when the version matched, the ``current`` row read
+        after the failed attempt when it did not, None when the user has no such row.
+        """
+        if self._db.is_sqlite:
+
+            async def unit(tx: Tx) -> tuple[int, int] | dict[str, Any] | None:
+                version = await tx.fetch_val(update, values)
+                if version is not None:
+                    return int(version), await self.next_seq(user_id, tx)
+                return await tx.fetch_one(current, values)
+
+            return await self._db.write(unit)
+        statement = self._one_statement_cas.get(update)
+        if statement is None:
+            change = update.cte("change")
+            user_seq = self.next_seq_after(change)
+            statement = self._one_statement_cas[update] = sa.select(
+                sa.select(*change.c).scalar_subquery().label("version"),
+                sa.select(user_seq.c.seq).scalar_subquery().label("user_seq"),
+            )
+        row = await self._db.write_one(statement, {**values, **self.seq_values(user_id, now)})
+        if row is not None and row["version"] is not None:
+            return int(row["version"]), int(row["user_seq"])
+        return await self._db.fetch_one(current, values)
 
     async def ensure(self, user_id: str) -> None:
         """Create the account ``user_id`` unless it exists."""

@@ -38,6 +38,35 @@ FIELDS = {
     "daemonState": (machines.c.daemon_state, machines.c.daemon_state_version),
 }
 
+# The compare-and-set statements, built once with bind parameters (daemon state is updated
+# often: building and compiling a statement per event cost more than running it).
+_bp = sa.bindparam
+_OWN = (machines.c.id == _bp("b_mid"), machines.c.account_id == _bp("b_uid"))
+_NOW = _bp("b_now", type_=sa.BigInteger)
+
+
+def _cas_update(field: str) -> Any:
+    value_col, version_col = FIELDS[field]
+    values: dict[str, Any] = {
+        value_col.name: _bp("b_value"),
+        version_col.name: version_col + 1,
+        "updated_at": _NOW,
+    }
+    if field == "daemonState":  # a daemon that reports its state is active
+        values.update(active=sa.true(), last_active_at=_NOW)
+    return (
+        machines.update()
+        .where(*_OWN, version_col == _bp("b_expected", type_=sa.BigInteger))
+        .values(values)
+        .returning(version_col)
+    )
+
+
+_CAS = {
+    field: (_cas_update(field), sa.select(value_col, version_col).where(*_OWN))
+    for field, (value_col, version_col) in FIELDS.items()
+}
+
 
 class MachinesService:
     """Machines of users; one instance per App."""
@@ -189,25 +218,16 @@ class MachinesService:
         Raises NotFound("Machine not found"), or VersionMismatch with fresh values.
         """
         value_col, version_col = FIELDS[field]
-        t = machines
+        update, current = _CAS[field]
         now = self.app.clock()
-        where = (t.c.id == machine_id, t.c.account_id == user_id)
-        values: dict[str, Any] = {
-            value_col.name: value,
-            version_col.name: version_col + 1,
-            "updated_at": now,
+        values = {
+            "b_mid": machine_id,
+            "b_uid": user_id,
+            "b_expected": expected,
+            "b_value": value,
+            "b_now": now,
         }
-        if field == "daemonState":
-            values.update(active=True, last_active_at=now)
-        update = t.update().where(*where, version_col == expected).values(values)
-
-        async def unit(tx: Tx) -> tuple[int, int] | dict[str, Any] | None:
-            version = await tx.fetch_val(update.returning(version_col))
-            if version is not None:
-                return int(version), await self.app.accounts.next_seq(user_id, tx)
-            return await tx.fetch_one(sa.select(value_col, version_col).where(*where))
-
-        outcome = await self.app.db.write(unit)
+        outcome = await self.app.accounts.compare_and_set(user_id, update, current, values, now)
         if outcome is None:
             raise NotFound("Machine not found")
         if isinstance(outcome, dict):

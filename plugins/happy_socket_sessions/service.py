@@ -120,16 +120,6 @@ def _one_statement_message(app: App) -> sa.Select[Any]:
     ).select_from(one.outerjoin(m, sa.true()))
 
 
-def _one_statement_cas(app: App, update: Any) -> sa.Select[Any]:
-    """A compare-and-set and its user seq as one PostgreSQL statement (None/None: no change)."""
-    change = update.cte("change")
-    user_seq = app.accounts.next_seq_after(change)
-    return sa.select(
-        sa.select(*change.c).scalar_subquery().label("version"),
-        sa.select(user_seq.c.seq).scalar_subquery().label("user_seq"),
-    )
-
-
 class MessageResult:
     """A stored (or already stored) message."""
 
@@ -162,11 +152,6 @@ class SessionsService:
             .returning(*session_messages.c)
         )
         self._message_statement = None if app.db.is_sqlite else _one_statement_message(app)
-        self._cas_statements = (
-            {}
-            if app.db.is_sqlite
-            else {field: _one_statement_cas(app, update) for field, (update, _) in _CAS.items()}
-        )
         self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._ended: dict[Key, int] = {}
@@ -330,27 +315,15 @@ class SessionsService:
         """
         value_col, version_col = FIELDS[field]
         update, current = _CAS[field]
-        own = {"b_sid": session_id, "b_uid": user_id}
         now = self.app.clock()
-        values = {**own, "b_expected": expected, "b_value": value, "b_now": now}
-
-        async def unit(tx: Tx) -> tuple[int, int] | dict[str, Any] | None:
-            version = await tx.fetch_val(update, values)
-            if version is not None:
-                return int(version), await self.app.accounts.next_seq(user_id, tx)
-            return await tx.fetch_one(current, own)
-
-        outcome: tuple[int, int] | dict[str, Any] | None
-        one_statement = self._cas_statements.get(field)
-        if one_statement is not None:  # PostgreSQL: one round trip when it succeeds
-            seq_values = self.app.accounts.seq_values(user_id, now)
-            row = await self.app.db.write_one(one_statement, {**values, **seq_values})
-            if row is not None and row["version"] is not None:
-                outcome = int(row["version"]), int(row["user_seq"])
-            else:  # lost or wrong version (a fresh read) or not the user's
-                outcome = await self.app.db.fetch_one(current, own)
-        else:
-            outcome = await self.app.db.write(unit)
+        values = {
+            "b_sid": session_id,
+            "b_uid": user_id,
+            "b_expected": expected,
+            "b_value": value,
+            "b_now": now,
+        }
+        outcome = await self.app.accounts.compare_and_set(user_id, update, current, values, now)
         if outcome is None:
             raise NotFound(None)
         if isinstance(outcome, dict):
