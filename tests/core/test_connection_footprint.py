@@ -94,3 +94,28 @@ async def test_a_socket_that_stops_reading_pauses_only_itself(server: ServerHarn
             received.append(data["n"])
         assert received == list(range(count))
         await emits
+
+
+async def test_polling_upgrades_to_websocket_through_the_lean_queues(server: ServerHarness) -> None:
+    """engine.io's upgrade parks the polling request with a NOOP on the send queue."""
+    import socketio
+
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(
+        server.url,
+        socketio_path=server.app.settings.socketio_path,
+        auth={"token": await server.token("alice")},
+        transports=["polling", "websocket"],
+        wait_timeout=5,
+    )
+    try:
+        for _ in range(100):
+            if client.transport() == "websocket":
+                break
+            await asyncio.sleep(0.05)
+        assert client.transport() == "websocket"
+        assert await client.call("ping", {}, timeout=5) is not None
+        (eio_socket,) = server.app.sio.eio.sockets.values()
+        assert eio_socket.upgraded and type(eio_socket.queue) is LeanQueue
+    finally:
+        await client.disconnect()
