@@ -1,11 +1,12 @@
-"""In-process compare-and-set throughput of the machines service (no sockets).
+"""In-process compare-and-set throughput of machines and artifacts (no sockets).
 
     python bench/cas_micro.py                      # SQLite (temp file) and PostgreSQL
     python bench/cas_micro.py --only sqlite --calls 3000
 
-Creates an app with ``create_app``, one machine, then calls
-``service("machines").compare_and_set`` sequentially for each field and prints calls/s and
-this process's CPU per call. PostgreSQL: a fresh database ``hs_micro_<pid>`` on
+Creates an app with ``create_app``, one machine and one artifact, then calls
+``service("machines").compare_and_set`` for each field and the artifacts plugin's
+``ArtifactStore.update`` (header and body together) sequentially, and prints calls/s and this
+process's CPU per call. PostgreSQL: a fresh database ``hs_micro_<pid>`` on
 127.0.0.1:5432, dropped afterwards.
 """
 
@@ -19,9 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from happy_socket_artifacts.service import ArtifactStore, Part
+
 from happy_socket import Settings, create_app
 
 PG = "postgresql://postgres@127.0.0.1:5432/"
+
+
+def report(db: str, what: str, calls: int, wall: float, cpu: float) -> None:
+    name = db.split(":")[0]
+    print(f"{name:10} {what:12} {calls / wall:7,.0f}/s  {1e6 * cpu / calls:5.0f} µs CPU")
 
 
 async def measure(db: str, calls: int) -> None:
@@ -37,8 +45,20 @@ async def measure(db: str, calls: int) -> None:
                     "bench-user", "bench-machine", field, f"value {i}", version
                 )
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            name = db.split(":")[0]
-            print(f"{name:10} {field:12} {calls / wall:7,.0f}/s  {1e6 * cpu / calls:5.0f} µs CPU")
+            report(db, field, calls, wall, cpu)
+        store = ArtifactStore(app)
+        await store.create("bench-user", "bench-artifact", b"h", b"b", b"k")
+        version = 1
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(calls):
+            data = f"value {i}".encode()
+            outcome = await store.update(
+                "bench-user", "bench-artifact", Part(data, version), Part(data, version)
+            )
+            assert outcome.status == "success" and outcome.row is not None
+            version = int(outcome.row["header_version"])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        report(db, "artifact", calls, wall, cpu)
     finally:
         await app.shutdown()
 

@@ -14,6 +14,8 @@ from .database import Database, Tx
 
 metadata = sa.MetaData()
 
+_USER_SEQ = "happy_socket_user_seq"  # the seq's label in one-statement compare-and-sets
+
 accounts = sa.Table(
     "accounts",
     metadata,
@@ -70,24 +72,24 @@ class Accounts:
 
     async def compare_and_set(
         self, user_id: str, update: Any, current: Any, values: dict[str, Any], now: int
-    ) -> tuple[int, int] | dict[str, Any] | None:
+    ) -> tuple[dict[str, Any], int] | dict[str, Any] | None:
         """Run a compare-and-set and allocate the user's update seq in the same commit.
 
-        ``update`` is an ``UPDATE ... WHERE <owned by the user and version matches> RETURNING
-        <new version>``, ``current`` a ``SELECT <value>, <version> WHERE <owned>``; both take
-        their bind parameters from ``values``. Build them once (module constants): on
-        PostgreSQL the matching case is one statement (the update and the seq as
+        ``update`` is an ``UPDATE ... WHERE <owned by the user and versions match> RETURNING
+        <columns>`` (its first returned column never NULL), ``current`` a ``SELECT ... WHERE
+        <owned>``; both take their bind parameters from ``values``. Build them once (module
+        constants): on PostgreSQL the matching case is one statement (the update and the seq as
         data-modifying CTEs, compiled once per ``update``), on SQLite one unit on the writer.
 
-        Returns ``(new version, user seq)`` when the version matched, the ``current`` row read
-        after the failed attempt when it did not, None when the user has no such row.
+        Returns ``(the returned row, user seq)`` when the update matched, the ``current`` row
+        read after the failed attempt when it did not, None when the user has no such row.
         """
         if self._db.is_sqlite:
 
-            async def unit(tx: Tx) -> tuple[int, int] | dict[str, Any] | None:
-                version = await tx.fetch_val(update, values)
-                if version is not None:
-                    return int(version), await self.next_seq(user_id, tx)
+            async def unit(tx: Tx) -> tuple[dict[str, Any], int] | dict[str, Any] | None:
+                changed = await tx.fetch_one(update, values)
+                if changed is not None:
+                    return changed, await self.next_seq(user_id, tx)
                 return await tx.fetch_one(current, values)
 
             return await self._db.write(unit)
@@ -96,12 +98,13 @@ class Accounts:
             change = update.cte("change")
             user_seq = self.next_seq_after(change)
             statement = self._one_statement_cas[update] = sa.select(
-                sa.select(*change.c).scalar_subquery().label("version"),
-                sa.select(user_seq.c.seq).scalar_subquery().label("user_seq"),
+                *(sa.select(c).scalar_subquery().label(c.name) for c in change.c),
+                sa.select(user_seq.c.seq).scalar_subquery().label(_USER_SEQ),
             )
         row = await self._db.write_one(statement, {**values, **self.seq_values(user_id, now)})
-        if row is not None and row["version"] is not None:
-            return int(row["version"]), int(row["user_seq"])
+        if row is not None and next(iter(row.values())) is not None:
+            seq = int(row.pop(_USER_SEQ))
+            return row, seq
         return await self._db.fetch_one(current, values)
 
     async def ensure(self, user_id: str) -> None:

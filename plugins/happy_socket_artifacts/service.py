@@ -1,4 +1,5 @@
-"""Artifact storage: every write is one atomic unit; compare-and-set is one conditional UPDATE."""
+"""Artifact storage: every write is one atomic unit; compare-and-set is one conditional UPDATE
+(with the user seq: one PostgreSQL statement, ``Accounts.compare_and_set``)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class ArtifactStore:
 
     async def read(self, user_id: str, artifact_id: str) -> Row | None:
         """The user's artifact ``artifact_id``, or None."""
-        return await self._db.fetch_one(_select(user_id, artifact_id))
+        return await self._db.fetch_one(_CURRENT, {"b_aid": artifact_id, "b_uid": user_id})
 
     async def create(
         self, user_id: str, artifact_id: str, header: bytes, body: bytes, key: bytes
@@ -86,7 +87,7 @@ class ArtifactStore:
             for _ in range(3):  # the conflicting row may be deleted before we read it
                 if await tx.fetch_val(insert) is not None:
                     seq = await self._app.accounts.next_seq(user_id, tx)
-                    row = await tx.fetch_one(_select(user_id, artifact_id))
+                    row = await tx.fetch_one(_CURRENT, {"b_aid": artifact_id, "b_uid": user_id})
                     return Created(row, seq)
                 existing = await tx.fetch_one(
                     sa.select(artifacts).where(artifacts.c.id == artifact_id)
@@ -102,33 +103,25 @@ class ArtifactStore:
         self, user_id: str, artifact_id: str, header: Part | None, body: Part | None
     ) -> Updated:
         """Compare-and-set header and/or body in one statement (artifact seq + 1)."""
-        values: dict[str, Any] = {"seq": artifacts.c.seq + 1, "updated_at": self._app.clock()}
-        where = [artifacts.c.id == artifact_id, artifacts.c.account_id == user_id]
-        possible = True
-        for part, data_col, version_col in (
-            (header, "header", "header_version"),
-            (body, "body", "body_version"),
-        ):
-            if part is None:
-                continue
-            column = artifacts.c[version_col]
-            values[data_col] = part.data
-            values[version_col] = column + 1
-            where.append(column == part.expected)
-            possible = possible and part.expected is not None
-        stmt = artifacts.update().where(*where).values(**values).returning(*artifacts.c)
-
-        async def unit(tx: Tx) -> Updated:
-            row = await tx.fetch_one(stmt) if possible else None
-            if row is not None:
-                seq = await self._app.accounts.next_seq(user_id, tx)
-                return Updated("success", row, seq)
-            current = await tx.fetch_one(_select(user_id, artifact_id))
-            if current is None:
-                return Updated("not-found")
-            return Updated("version-mismatch", current)
-
-        return await self._db.write(unit)
+        if header is None and body is None:
+            raise ValueError("update needs a header, a body or both")
+        values: dict[str, Any] = {"b_aid": artifact_id, "b_uid": user_id}
+        for name, part in (("header", header), ("body", body)):
+            if part is not None:
+                if part.expected is None:  # a version that cannot exist: a mismatch
+                    current = await self._db.fetch_one(_CURRENT, values)
+                    return Updated("version-mismatch" if current else "not-found", current)
+                values.update({f"b_{name}": part.data, f"b_{name}_expected": part.expected})
+        now = self._app.clock()
+        values["b_now"] = now
+        update = _UPDATES[header is not None, body is not None]
+        outcome = await self._app.accounts.compare_and_set(user_id, update, _CURRENT, values, now)
+        if outcome is None:
+            return Updated("not-found")
+        if isinstance(outcome, dict):
+            return Updated("version-mismatch", outcome)
+        row, seq = outcome
+        return Updated("success", row, seq)
 
     async def delete(self, user_id: str, artifact_id: str) -> int | None:
         """Delete the user's artifact; the allocated update seq, or None when it did not exist."""
@@ -146,10 +139,28 @@ class ArtifactStore:
         return await self._db.write(unit)
 
 
-def _select(user_id: str, artifact_id: str) -> sa.Select[Any]:
-    return sa.select(artifacts).where(
-        artifacts.c.id == artifact_id, artifacts.c.account_id == user_id
-    )
+# The compare-and-set statements, built once per (header?, body?) with bind parameters.
+_bp = sa.bindparam
+_OWN = (artifacts.c.id == _bp("b_aid"), artifacts.c.account_id == _bp("b_uid"))
+_CURRENT = sa.select(artifacts).where(*_OWN)
+
+
+def _update(header: bool, body: bool) -> Any:
+    values: dict[str, Any] = {
+        "seq": artifacts.c.seq + 1,
+        "updated_at": _bp("b_now", type_=sa.BigInteger),
+    }
+    where = list(_OWN)
+    for name, present in (("header", header), ("body", body)):
+        if present:
+            version = artifacts.c[f"{name}_version"]
+            values[name] = _bp(f"b_{name}", type_=sa.LargeBinary)
+            values[f"{name}_version"] = version + 1
+            where.append(version == _bp(f"b_{name}_expected", type_=sa.BigInteger))
+    return artifacts.update().where(*where).values(values).returning(*artifacts.c)
+
+
+_UPDATES = {(h, b): _update(h, b) for h in (True, False) for b in (True, False) if h or b}
 
 
 def serialize(row: Row) -> dict[str, Any]:

@@ -234,7 +234,8 @@ class MachinesService:
             raise VersionMismatch(
                 version=int(outcome[version_col.name]), **{field: outcome[value_col.name]}
             )
-        version, seq = outcome
+        changed, seq = outcome
+        version = int(changed[version_col.name])
         body = {
             "t": "update-machine",
             "machineId": machine_id,

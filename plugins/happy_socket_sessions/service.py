@@ -330,7 +330,8 @@ class SessionsService:
             raise VersionMismatch(
                 version=int(outcome[version_col.name]), **{field: outcome[value_col.name]}
             )
-        version, seq = outcome
+        changed, seq = outcome
+        version = int(changed[version_col.name])
         body = {
             "t": "update-session",
             "id": session_id,
