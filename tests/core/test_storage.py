@@ -237,3 +237,32 @@ async def test_next_seq_after_allocates_only_with_the_change(pg_url: str) -> Non
         assert version == 2
     finally:
         await app.shutdown()
+
+
+_CAS_UPDATE = (
+    counters.update()
+    .where(counters.c.id == sa.bindparam("b_id"), counters.c.version == sa.bindparam("b_expected"))
+    .values(value=sa.bindparam("b_value"), version=counters.c.version + 1)
+    .returning(counters.c.version, counters.c.value)
+)
+_CAS_CURRENT = sa.select(counters.c.value, counters.c.version).where(
+    counters.c.id == sa.bindparam("b_id")
+)
+
+
+async def test_accounts_compare_and_set_outcomes_and_seq(app: App) -> None:
+    await app.db.execute(counters.insert().values(id="x", value=0, version=0))
+    seq_before = await app.accounts.next_seq("alice")
+
+    async def cas(expected: int, value: int, row_id: str = "x") -> Any:
+        values = {"b_id": row_id, "b_expected": expected, "b_value": value}
+        return await app.accounts.compare_and_set("alice", _CAS_UPDATE, _CAS_CURRENT, values, 1)
+
+    assert await cas(0, 7) == ({"version": 1, "value": 7}, seq_before + 1)
+    assert await cas(0, 8) == {"value": 7, "version": 1}  # mismatch: the current row
+    assert await cas(0, 8, row_id="nope") is None
+    # racing writers on one version: one winner, one seq each success, no seq for the others
+    results = await asyncio.gather(*(cas(1, i) for i in range(8)))
+    winners = [r for r in results if isinstance(r, tuple)]
+    assert len(winners) == 1 and winners[0][1] == seq_before + 2
+    assert await app.accounts.next_seq("alice") == seq_before + 3
