@@ -2,8 +2,8 @@
 
 uvicorn's websockets-sansio protocol with its receive queue and ``writable`` event replaced by
 :class:`~happy_socket.lean.LeanQueue` and :class:`~happy_socket.lean.LeanEvent` (about 4 KB
-less per connection). Embedders running their
-own uvicorn can pass :func:`websocket_protocol` as ``uvicorn.Config(ws=...)``.
+less per connection). Embedders running their own uvicorn can pass :func:`websocket_protocol`
+as ``uvicorn.Config(ws=...)``.
 """
 
 from __future__ import annotations
