@@ -14,11 +14,12 @@ from .errors import (
     InternalError,
     InvalidParams,
     NotFound,
+    TooBusy,
     Unauthorized,
     VersionMismatch,
 )
 from .hookspecs import hookimpl, hookspec
-from .http import HttpContext, JSONResponse, Routes, bearer_user
+from .http import Auth, HttpContext, JSONResponse, RouteGroup, Routes, bearer_user
 from .ids import new_id, random_id
 from .registry import Handler, Registry
 from .routing import (
@@ -30,13 +31,15 @@ from .routing import (
     UserScopedOnly,
 )
 from .settings import Settings
-from .storage import Database, Migrations, Row, Tx, Unit
+from .storage import CasResult, Database, Migrations, Outcome, Row, Tx, Unit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AllUserConnections",
     "App",
+    "Auth",
+    "CasResult",
     "ClientType",
     "Clock",
     "ConfigError",
@@ -56,13 +59,16 @@ __all__ = [
     "MachineScopedOnly",
     "Migrations",
     "NotFound",
+    "Outcome",
     "RecipientFilter",
     "Registry",
+    "RouteGroup",
     "Router",
     "Routes",
     "Row",
     "Services",
     "Settings",
+    "TooBusy",
     "Tx",
     "Unauthorized",
     "Unit",

@@ -7,7 +7,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import socketio
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from .auth import Tokens, resolve_secret
 from .context import Clock, now_ms
 from .dispatch import Dispatcher
 from .errors import ConfigError
-from .http import Routes
+from .http import Routes, unmatched
 from .lean import LeanQueue
 from .metrics import Metrics
 from .plugins import call_each, make_plugin_manager, plugin_names
@@ -30,6 +30,7 @@ from .storage import Accounts, Database, Migrations, SchemaStatus, accounts, upg
 
 log = logging.getLogger("happy_socket")
 
+S = TypeVar("S")
 DRAIN_TIMEOUT_S = 3.0  # how long shutdown waits for running event handlers
 
 
@@ -45,6 +46,15 @@ class Services(dict[str, Any]):
                 f"Service {name!r} is published twice (plugin {self.current_plugin!r})."
             )
         self[name] = service
+
+    def find(self, key: type[S] | str) -> Any:
+        """The service named ``key``, or the first that is an instance of class ``key``."""
+        if isinstance(key, str):
+            return self.get(key)
+        for service in self.values():
+            if isinstance(service, key):
+                return service
+        raise LookupError(f"No enabled plugin publishes a {key.__name__} service.")
 
 
 class App:
@@ -93,8 +103,8 @@ class App:
         sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=manager,
-            cors_allowed_origins=s.cors_allowed_origins,
-            cors_credentials=True,
+            cors_allowed_origins=s.socketio_cors,
+            cors_credentials=False,  # bearer tokens only, never cookies
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
             max_http_buffer_size=s.max_packet_bytes,
@@ -220,11 +230,22 @@ class App:
             await self.shutdown()
 
     def asgi(self, *, lifespan: bool = True) -> socketio.ASGIApp:
-        """The ASGI application: Socket.IO at ``settings.socketio_path`` plus HTTP routes."""
-        http = Starlette(routes=self.routes.routes, lifespan=self.lifespan if lifespan else None)
+        """The ASGI application: Socket.IO at ``settings.socketio_path`` plus HTTP routes.
+
+        The HTTP side is wrapped by every ``asgi_wrapper`` hook (the cors plugin's among them).
+        """
+        http = Starlette(
+            routes=self.routes.routes,
+            lifespan=self.lifespan if lifespan else None,
+            exception_handlers={404: unmatched, 405: unmatched},
+        )
         http.state.happy_app = self
+        wrapped: Any = http
+        for wrapper in self.pm.hook.asgi_wrapper(app=self):
+            if wrapper is not None:
+                wrapped = wrapper(wrapped)
         return socketio.ASGIApp(
-            self.sio, other_asgi_app=http, socketio_path=self.settings.socketio_path.strip("/")
+            self.sio, other_asgi_app=wrapped, socketio_path=self.settings.socketio_path.strip("/")
         )
 
     async def run_hook(self, hook: str, *, errors: str = "log", **kwargs: Any) -> list[Any]:
@@ -286,9 +307,16 @@ class App:
         """Emit an ``ephemeral`` to a user's sockets."""
         await self.router.emit_ephemeral(user_id, payload, to)
 
-    def service(self, name: str) -> Any:
-        """A plugin's public service object, or None."""
-        return self.services.get(name)
+    @overload
+    def service(self, key: type[S]) -> S: ...
+
+    @overload
+    def service(self, key: str) -> Any: ...
+
+    def service(self, key: type[S] | str) -> Any:
+        """A plugin's public service: by class or runtime-checkable Protocol (type-checked;
+        LookupError when no enabled plugin publishes one), or by name (None when missing)."""
+        return self.services.find(key)
 
 
 def _reason(exc: BaseException) -> str:

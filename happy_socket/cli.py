@@ -187,6 +187,24 @@ def cli() -> None:
     help="Compress websocket frames (costs CPU and memory).",
 )
 @click.option(
+    "--cors-origin",
+    "cors_origins",
+    envvar=_env("cors_origins"),
+    multiple=True,
+    default=("*",),
+    show_default=True,
+    metavar="ORIGIN",
+    help="Origin allowed to call from a browser, for HTTP and Socket.IO (repeatable; * = any).",
+)
+@click.option(
+    "--max-body-bytes",
+    envvar=_env("max_body_bytes"),
+    default=32 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Largest HTTP request body; larger ones are refused with 413 before they are read.",
+)
+@click.option(
     "--rpc-grace",
     envvar=_env("rpc_grace"),
     default=10.0,
@@ -202,6 +220,8 @@ def serve(
     log_level: str,
     log_format: str,
     per_message_deflate: bool,
+    cors_origins: tuple[str, ...],
+    max_body_bytes: int,
     rpc_grace: float,
 ) -> None:
     """Serve Socket.IO at /v1/updates and the HTTP routes of the enabled plugins."""
@@ -211,6 +231,8 @@ def serve(
         log_level=log_level.lower(),
         log_format=log_format,
         per_message_deflate=per_message_deflate,
+        cors_origins=tuple(o for value in cors_origins for o in value.replace(",", " ").split()),
+        max_body_bytes=max_body_bytes,
         plugin_options={**settings.plugin_options, "rpc": {"grace": rpc_grace}},
     )
     logs.configure(settings.log_level, settings.log_format)

@@ -7,7 +7,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .storage import Database, Unit
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 def now_ms() -> int:
@@ -142,9 +143,15 @@ class Context:
             {"event": self.event, "user": self.user_id, "sid": self.sid},
         )
 
-    def service(self, name: str) -> Any:
-        """Another plugin's public service object (see ``register_services``)."""
-        return self.app.services.get(name)
+    @overload
+    def service(self, key: type[S]) -> S: ...
+
+    @overload
+    def service(self, key: str) -> Any: ...
+
+    def service(self, key: type[S] | str) -> Any:
+        """Another plugin's public service, by class (type-checked) or name (see ``App.service``)."""
+        return self.app.services.find(key)
 
     async def write(self, unit: Unit[T]) -> T:
         """Run ``unit`` atomically like ``ctx.db.write`` and return its committed result.

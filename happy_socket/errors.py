@@ -1,4 +1,9 @@
-"""Typed errors that handlers raise; dispatch renders them through the event's ack envelope."""
+"""Typed errors that handlers and routes raise, and how each transport renders them.
+
+One error type serves both transports: a socket event renders it through its ack envelope
+(:meth:`HandlerError.render`), an HTTP route as ``status`` with a JSON body
+(:meth:`HandlerError.http_body`). Services raise these; neither adapter translates by hand.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ class HandlerError(Exception):
     """
 
     default_message: str | None = "Error"
+    status: int = 400  # the HTTP status of this error
 
     def __init__(self, message: str | _Default | None = _Default.DEFAULT, **fields: Any) -> None:
         self.message = self.default_message if isinstance(message, _Default) else message
@@ -45,35 +51,59 @@ class HandlerError(Exception):
         reply.update(self.fields)
         return reply
 
+    def http_body(self) -> dict[str, Any]:
+        """The JSON body of this error as an HTTP response: ``{"error": message, **fields}``."""
+        return {"error": self.message or type(self).__name__, **self.fields}
+
 
 class InvalidParams(HandlerError):
     """The payload does not have the documented shape."""
 
     default_message = "Invalid parameters"
 
+    def http_body(self) -> dict[str, Any]:
+        """The validation shape the happy clients know: ``{error: "Error", message, statusCode}``."""
+        return {
+            "error": "Error",
+            "message": self.message or "Invalid parameters",
+            "statusCode": 400,
+        }
+
 
 class NotFound(HandlerError):
     """The resource does not exist for this user (another user's counts as missing)."""
 
     default_message = "Not found"
+    status = 404
 
 
 class Conflict(HandlerError):
     """The resource exists and cannot be created again."""
 
     default_message = "Already exists"
+    status = 409
 
 
 class Unauthorized(HandlerError):
     """The caller is not authenticated."""
 
     default_message = "Unauthorized"
+    status = 401
 
 
 class InternalError(HandlerError):
     """Something unexpected failed; details are logged, never sent."""
 
     default_message = "Internal error"
+    status = 500
+
+    def http_body(self) -> dict[str, Any]:
+        """What any unexpected failure answers over HTTP (details are only logged)."""
+        return {
+            "error": "Internal Server Error",
+            "message": "An unexpected error occurred",
+            "statusCode": 500,
+        }
 
 
 class VersionMismatch(HandlerError):
@@ -84,22 +114,41 @@ class VersionMismatch(HandlerError):
     """
 
     default_message = "version-mismatch"
+    status = 200  # the happy HTTP routes answer a lost compare-and-set with 200
 
     def render(self, envelope: Envelope) -> dict[str, Any]:
         if envelope is Envelope.RESULT:
             return {"result": "version-mismatch", **self.fields}
         return super().render(envelope)
 
+    def http_body(self) -> dict[str, Any]:
+        """``{"success": false, "error": "version-mismatch", **fields}``."""
+        return self.render(Envelope.SUCCESS)
+
+
+class TooBusy(HandlerError):
+    """The caller has too much work in flight; retry after ``retry_after`` seconds (HTTP 429)."""
+
+    default_message = "Too many requests"
+    status = 429
+
+    def __init__(
+        self, message: str | _Default | None = _Default.DEFAULT, *, retry_after: int = 1
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class ConfigError(Exception):
     """Start-up cannot continue; the message is one sentence meant for the operator."""
 
 
-class HTTPError(Exception):
-    """Raised inside an HTTP route: becomes ``status`` with the JSON body ``{"error": message}``."""
+class HTTPError(HandlerError):
+    """An error with an explicit HTTP status: ``status`` with the body ``{"error": message, **fields}``.
+
+    For statuses no typed error names; in a socket handler it renders like any HandlerError.
+    """
 
     def __init__(self, status: int, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
         self.status = status
-        self.message = message
-        self.fields = fields
-        super().__init__(f"{status}: {message}")

@@ -45,6 +45,11 @@ def register_routes(routes: Routes, app: App) -> None:
 
 
 @hookspec
+def asgi_wrapper(app: App) -> Any:
+    """Return a function that wraps the HTTP ASGI app (middleware), or None."""
+
+
+@hookspec
 def register_services(services: Services, app: App) -> None:
     """Publish service objects other plugins use, with ``services.add(name, obj)``."""
 

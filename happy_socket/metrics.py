@@ -45,6 +45,19 @@ class Metrics:
         # event names come from the registry (bounded), so these caches are too
         self._event_counters: dict[tuple[str, str], Counter] = {}
         self._ack_histograms: dict[str, Histogram] = {}
+        self.http_requests = Counter(
+            "happy_socket_http_requests",
+            "HTTP requests by route name and outcome (ok, error = documented error, internal_error).",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "happy_socket_http_seconds",
+            "Time to answer an HTTP request, by route name.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.handshake_refusals = Counter(
             "happy_socket_handshake_refusals",
             "Refused handshakes by reason.",
@@ -63,3 +76,8 @@ class Metrics:
         if histogram is None:
             histogram = self._ack_histograms[event] = self.ack_seconds.labels(event)
         histogram.observe(seconds)
+
+    def request_done(self, route: str, outcome: str, seconds: float) -> None:
+        """Count one answered HTTP request and its latency (route names are bounded)."""
+        self.http_requests.labels(route, outcome).inc()
+        self.http_seconds.labels(route).observe(seconds)

@@ -90,8 +90,10 @@ class Settings:
     socketio_path: str = "/v1/updates"
     ping_interval: float = 15.0
     ping_timeout: float = 45.0
-    cors_allowed_origins: str | list[str] = "*"
+    # origins allowed to call from a browser, for HTTP (the cors plugin) and Socket.IO alike
+    cors_origins: tuple[str, ...] = attrs.field(default=("*",), converter=_names)
     max_packet_bytes: int = 1_000_000
+    max_body_bytes: int = 32 * 1024 * 1024  # HTTP request bodies
     per_message_deflate: bool = False
     # Plugin-specific options, by plugin name: {"rpc": {"grace": 10.0}}
     plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
@@ -105,6 +107,11 @@ class Settings:
     def sqlite_file(self) -> Path | None:
         """The SQLite database file, if there is one on disk."""
         return sqlite_path(self.db)
+
+    @property
+    def socketio_cors(self) -> str | list[str]:
+        """``cors_origins`` as python-socketio's ``cors_allowed_origins`` takes it."""
+        return "*" if "*" in self.cors_origins else list(self.cors_origins)
 
     def option(self, plugin: str, name: str, default: Any = None) -> Any:
         """A plugin option, e.g. ``settings.option("rpc", "grace", 10.0)``."""

@@ -203,6 +203,67 @@ class ServerHarness:
         return None
 
 
+class AppClient:
+    """An in-process HTTP client for ``app`` (httpx over ASGI; no sockets, no uvicorn).
+
+    async with AppClient(app) as http:
+        reply = await http.get("/v1/sessions", user="alice")  # bearer token of alice
+
+    Starts the app on enter (unless already started) and stops it on exit if it started it.
+    """
+
+    def __init__(self, app: App, *, origin: str = "http://testserver") -> None:
+        self.app = app
+        self.origin = origin
+        self._client: Any = None
+        self._started_here = False
+
+    async def __aenter__(self) -> AppClient:
+        import httpx
+
+        if not self.app.started:
+            await self.app.startup()
+            self._started_here = True
+        transport = httpx.ASGITransport(app=self.app.asgi(lifespan=False))
+        self._client = httpx.AsyncClient(transport=transport, base_url=self.origin)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+        if self._started_here:
+            await self.app.shutdown()
+
+    async def request(
+        self, method: str, path: str, *, user: str | None = None, **kwargs: Any
+    ) -> Any:
+        """An ``httpx.Response``; ``user`` adds ``Authorization: Bearer <token of user>``."""
+        if user is not None:
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers["Authorization"] = f"Bearer {await self.app.issue_token(user)}"
+            kwargs["headers"] = headers
+        return await self._client.request(method, path, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> Any:
+        """``GET path``."""
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> Any:
+        """``POST path``."""
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> Any:
+        """``PUT path``."""
+        return await self.request("PUT", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> Any:
+        """``DELETE path``."""
+        return await self.request("DELETE", path, **kwargs)
+
+    async def options(self, path: str, **kwargs: Any) -> Any:
+        """``OPTIONS path``."""
+        return await self.request("OPTIONS", path, **kwargs)
+
+
 def ci() -> bool:
     """True when running under CI (services must be there: fail, don't skip)."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,13 +1,27 @@
-"""Small checks for payloads that can be any JSON value. Each raises InvalidParams by default."""
+"""Checks for input that can be any JSON value or query string, for handlers and routes alike.
+
+Each check raises :class:`~happy_socket.errors.InvalidParams` (or the ``error`` given), which a
+socket event answers in its ack envelope (``Invalid parameters``, the protocol's text) and an
+HTTP route as 400. Text is refused when it
+holds a NUL character: PostgreSQL cannot store one, and no happy client sends one.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import HandlerError, InvalidParams
 
 MAX_ID_LENGTH = 256
+INT64 = 2**63 - 1
+
+# what JavaScript's Number() accepts as a decimal literal (after trimming whitespace)
+_JS_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def is_int(value: Any) -> bool:
@@ -22,6 +36,15 @@ def is_number(value: Any) -> bool:
     return math.isfinite(value)
 
 
+def is_text(value: Any, *, max_length: int | None = None, allow_empty: bool = True) -> bool:
+    """A string without NUL, of at most ``max_length`` characters (non-empty unless allowed)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    if not value and not allow_empty:
+        return False
+    return max_length is None or len(value) <= max_length
+
+
 def require_object(data: Any, error: HandlerError | None = None) -> dict[str, Any]:
     """``data`` if it is a JSON object."""
     if not isinstance(data, dict):
@@ -30,47 +53,151 @@ def require_object(data: Any, error: HandlerError | None = None) -> dict[str, An
 
 
 def require_str(
-    data: dict[str, Any],
+    data: Mapping[str, Any],
     key: str,
     *,
     max_length: int | None = None,
     allow_empty: bool = False,
     error: HandlerError | None = None,
 ) -> str:
-    """``data[key]`` as a string (non-empty unless ``allow_empty``) of bounded length."""
+    """``data[key]`` as a string without NUL (non-empty unless ``allow_empty``), bounded."""
     value = data.get(key)
-    if not isinstance(value, str) or (not value and not allow_empty):
+    if not is_text(value, max_length=max_length, allow_empty=allow_empty):
         raise error or InvalidParams()
-    if max_length is not None and len(value) > max_length:
-        raise error or InvalidParams()
-    return value
-
-
-def require_id(data: dict[str, Any], key: str, error: HandlerError | None = None) -> str:
-    """``data[key]`` as a non-empty id of at most ``MAX_ID_LENGTH`` characters."""
-    return require_str(data, key, max_length=MAX_ID_LENGTH, error=error)
-
-
-def require_int(
-    data: dict[str, Any], key: str, *, minimum: int | None = None, error: HandlerError | None = None
-) -> int:
-    """``data[key]`` as an integer (bools refused), at least ``minimum``."""
-    value = data.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise error or InvalidParams()
-    if minimum is not None and value < minimum:
-        raise error or InvalidParams()
-    return value
+    return str(value)
 
 
 def optional_str(
-    data: dict[str, Any],
+    data: Mapping[str, Any],
     key: str,
     *,
     max_length: int | None = None,
     error: HandlerError | None = None,
 ) -> str | None:
-    """``data[key]`` as a string, or None when absent or null."""
+    """``data[key]`` as a string (empty allowed), or None when absent or null."""
     if data.get(key) is None:
         return None
     return require_str(data, key, max_length=max_length, allow_empty=True, error=error)
+
+
+def require_id(data: Mapping[str, Any], key: str, error: HandlerError | None = None) -> str:
+    """``data[key]`` as a non-empty id of at most ``MAX_ID_LENGTH`` characters."""
+    return require_str(data, key, max_length=MAX_ID_LENGTH, error=error)
+
+
+def require_int(
+    data: Mapping[str, Any],
+    key: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = INT64,
+    error: HandlerError | None = None,
+) -> int:
+    """``data[key]`` as an integer (bools refused) within ``[minimum, maximum]``."""
+    value = data.get(key)
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not _within(value, minimum, maximum)
+    ):
+        raise error or InvalidParams()
+    return value
+
+
+def optional_int(
+    data: Mapping[str, Any],
+    key: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = INT64,
+    error: HandlerError | None = None,
+) -> int | None:
+    """``data[key]`` as a bounded integer, or None when absent or null."""
+    if data.get(key) is None:
+        return None
+    return require_int(data, key, minimum=minimum, maximum=maximum, error=error)
+
+
+def require_b64(
+    data: Mapping[str, Any],
+    key: str,
+    *,
+    max_length: int = 1_000_000,
+    error: HandlerError | None = None,
+) -> bytes:
+    """``data[key]`` decoded from standard base64 (padding required, nothing else allowed)."""
+    value = data.get(key)
+    decoded = decode_b64(value, max_length=max_length)
+    if decoded is None:
+        raise error or InvalidParams()
+    return decoded
+
+
+def optional_b64(
+    data: Mapping[str, Any],
+    key: str,
+    *,
+    max_length: int = 1_000_000,
+    error: HandlerError | None = None,
+) -> bytes | None:
+    """``data[key]`` decoded from standard base64, or None when absent or null."""
+    if data.get(key) is None:
+        return None
+    return require_b64(data, key, max_length=max_length, error=error)
+
+
+def decode_b64(value: Any, *, max_length: int = 1_000_000, urlsafe: bool = False) -> bytes | None:
+    """``value`` decoded from base64 (standard, or url-safe when asked), or None when invalid."""
+    if not isinstance(value, str) or len(value) > max_length:
+        return None
+    try:
+        if urlsafe:
+            value = value.replace("-", "+").replace("_", "/")
+            value += "=" * (-len(value) % 4)
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def query_int(
+    params: Mapping[str, str],
+    name: str,
+    *,
+    default: int | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    error: HandlerError | None = None,
+) -> int | None:
+    """Query parameter ``name`` read like JavaScript's ``Number()``, which must be an integer.
+
+    Absent gives ``default``; an empty value is 0 (as ``Number("")``); ``1e3`` and ``0x10``
+    are integers, ``1.5``, ``abc`` and out-of-range values are refused.
+    """
+    raw = params.get(name)
+    if raw is None:
+        return default
+    value = js_number(raw)
+    if value is None or not value.is_integer() or not _within(int(value), minimum, maximum):
+        raise error or InvalidParams(f"Invalid {name}")
+    return int(value)
+
+
+def js_number(raw: str) -> float | None:
+    """``Number(raw)`` as JavaScript computes it for decimal and hex literals; None for NaN."""
+    text = raw.strip()
+    if not text:
+        return 0.0
+    if _JS_DECIMAL.fullmatch(text):
+        number = float(text)
+        return number if math.isfinite(number) else None
+    if len(text) > 2 and text[0] == "0" and text[1] in "xXoObB" and "_" not in text:
+        base = {"x": 16, "o": 8, "b": 2}[text[1].lower()]
+        try:
+            return float(int(text[2:], base))
+        except ValueError:
+            return None
+    return None
+
+
+def _within(value: int, minimum: int | None, maximum: int | None) -> bool:
+    return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)

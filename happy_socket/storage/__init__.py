@@ -2,13 +2,16 @@
 
 from .accounts import Accounts, accounts
 from .database import Database, Row, Tx, Unit
+from .results import CasResult, Outcome
 from .schema import Migration, Migrations, SchemaStatus, current_versions, upgrade
 
 __all__ = [
     "Accounts",
+    "CasResult",
     "Database",
     "Migration",
     "Migrations",
+    "Outcome",
     "Row",
     "SchemaStatus",
     "Tx",

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql
 from ..context import now_ms
 from ..ids import new_id
 from .database import Database, Tx
+from .results import CasResult
 
 metadata = sa.MetaData()
 
@@ -72,7 +73,7 @@ class Accounts:
 
     async def compare_and_set(
         self, user_id: str, update: Any, current: Any, values: dict[str, Any], now: int
-    ) -> tuple[dict[str, Any], int] | dict[str, Any] | None:
+    ) -> CasResult:
         """Run a compare-and-set and allocate the user's update seq in the same commit.
 
         ``update`` is an ``UPDATE ... WHERE <owned by the user and versions match> RETURNING
@@ -81,16 +82,18 @@ class Accounts:
         constants): on PostgreSQL the matching case is one statement (the update and the seq as
         data-modifying CTEs, compiled once per ``update``), on SQLite one unit on the writer.
 
-        Returns ``(the returned row, user seq)`` when the update matched, the ``current`` row
-        read after the failed attempt when it did not, None when the user has no such row.
+        Returns CHANGED with the returned row and the user seq when the update matched,
+        MISMATCH with the ``current`` row read after the failed attempt when it did not,
+        MISSING when the user has no such row.
         """
         if self._db.is_sqlite:
 
-            async def unit(tx: Tx) -> tuple[dict[str, Any], int] | dict[str, Any] | None:
+            async def unit(tx: Tx) -> CasResult:
                 changed = await tx.fetch_one(update, values)
                 if changed is not None:
-                    return changed, await self.next_seq(user_id, tx)
-                return await tx.fetch_one(current, values)
+                    return CasResult.changed(changed, await self.next_seq(user_id, tx))
+                row = await tx.fetch_one(current, values)
+                return CasResult.missing() if row is None else CasResult.mismatch(row)
 
             return await self._db.write(unit)
         statement = self._one_statement_cas.get(update)
@@ -104,8 +107,9 @@ class Accounts:
         row = await self._db.write_one(statement, {**values, **self.seq_values(user_id, now)})
         if row is not None and next(iter(row.values())) is not None:
             seq = int(row.pop(_USER_SEQ))
-            return row, seq
-        return await self._db.fetch_one(current, values)
+            return CasResult.changed(row, seq)
+        now_row = await self._db.fetch_one(current, values)
+        return CasResult.missing() if now_row is None else CasResult.mismatch(now_row)
 
     async def ensure(self, user_id: str) -> None:
         """Create the account ``user_id`` unless it exists."""

@@ -116,12 +116,11 @@ class ArtifactStore:
         values["b_now"] = now
         update = _UPDATES[header is not None, body is not None]
         outcome = await self._app.accounts.compare_and_set(user_id, update, _CURRENT, values, now)
-        if outcome is None:
+        if outcome.is_missing:
             return Updated("not-found")
-        if isinstance(outcome, dict):
-            return Updated("version-mismatch", outcome)
-        row, seq = outcome
-        return Updated("success", row, seq)
+        if outcome.is_mismatch:
+            return Updated("version-mismatch", outcome.row)
+        return Updated("success", outcome.row, outcome.seq)
 
     async def delete(self, user_id: str, artifact_id: str) -> int | None:
         """Delete the user's artifact; the allocated update seq, or None when it did not exist."""

@@ -324,14 +324,17 @@ class SessionsService:
             "b_now": now,
         }
         outcome = await self.app.accounts.compare_and_set(user_id, update, current, values, now)
-        if outcome is None:
+        if outcome.is_missing:
             raise NotFound(None)
-        if isinstance(outcome, dict):
+        if outcome.is_mismatch:
+            current_row = outcome.current
             raise VersionMismatch(
-                version=int(outcome[version_col.name]), **{field: outcome[value_col.name]}
+                version=int(current_row[version_col.name]),
+                **{field: current_row[value_col.name]},
             )
-        changed, seq = outcome
-        version = int(changed[version_col.name])
+        seq = outcome.seq
+        assert seq is not None
+        version = int(outcome.current[version_col.name])
         body = {
             "t": "update-session",
             "id": session_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import click
@@ -10,7 +11,22 @@ import click
 from happy_socket import Settings, create_app, hookspecs
 from happy_socket.cli import cli
 
-DOCS = Path(__file__).parents[2] / "docs"
+ROOT = Path(__file__).parents[2]
+DOCS = ROOT / "docs"
+
+
+def builtin_plugins() -> set[str]:
+    """The plugins this repository ships (its pyproject's entry points), not whatever else is
+    installed: a third-party plugin's events and routes are documented by that plugin."""
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        project = tomllib.load(fh)["project"]
+    return set(project["entry-points"]["happy_socket"])
+
+
+def http_docs() -> str:
+    """docs/http.md and the per-plugin pages under docs/http/."""
+    pages = [DOCS / "http.md", *sorted((DOCS / "http").glob("*.md"))]
+    return "\n".join(page.read_text() for page in pages)
 
 
 def every_plugin_app() -> object:
@@ -20,7 +36,8 @@ def every_plugin_app() -> object:
 def test_every_event_has_a_section_in_events_md() -> None:
     doc = (DOCS / "events.md").read_text()
     app = every_plugin_app()
-    events = app.registry.events()  # type: ignore[attr-defined]
+    builtin = builtin_plugins()
+    events = [h.event for h in app.registry if h.plugin in builtin]  # type: ignore[attr-defined]
     assert len(events) >= 17
     for event in events:
         assert re.search(rf"^##+ `{re.escape(event)}`", doc, re.M), (
@@ -29,9 +46,12 @@ def test_every_event_has_a_section_in_events_md() -> None:
 
 
 def test_every_route_is_in_http_md() -> None:
-    doc = (DOCS / "http.md").read_text()
+    doc = http_docs()
     app = every_plugin_app()
-    for info in app.routes.infos:  # type: ignore[attr-defined]
+    builtin = builtin_plugins()
+    infos = [i for i in app.routes.infos if i.plugin in builtin]  # type: ignore[attr-defined]
+    assert len(infos) >= 10
+    for info in infos:
         path = re.sub(r"\{(\w+)\}", r":\1", info.path)
         for method in info.methods:
             assert f"`{method} {path}`" in doc, f"{method} {path} is not in docs/http.md"

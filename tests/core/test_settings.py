@@ -39,7 +39,7 @@ def test_defaults_follow_the_protocol() -> None:
     s = Settings()
     assert (s.host, s.port, s.db) == ("127.0.0.1", 3005, "sqlite:///happy-socket.db")
     assert (s.socketio_path, s.ping_interval, s.ping_timeout) == ("/v1/updates", 15.0, 45.0)
-    assert s.cors_allowed_origins == "*" and s.per_message_deflate is False
+    assert s.cors_origins == ("*",) and s.per_message_deflate is False
 
 
 def test_from_env_reads_every_flag() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from happy_socket import Settings, Tx, create_app
+from happy_socket import CasResult, Settings, Tx, create_app
 from happy_socket.app import App
 from happy_socket.storage import Database, current_versions
 
@@ -110,13 +110,6 @@ async def test_insert_on_conflict_helpers(app: App) -> None:
     upsert = app.db.insert(counters).values(id="u", value=5, version=0)
     await app.db.execute(upsert.on_conflict_do_update(index_elements=["id"], set_={"value": 5}))
     assert await app.db.fetch_val(sa.select(counters.c.value).where(counters.c.id == "u")) == 5
-
-
-async def test_public_key_accounts_are_stable(app: App) -> None:
-    first = await app.accounts.for_public_key("KEY")
-    again = await asyncio.gather(*(app.accounts.for_public_key("KEY") for _ in range(10)))
-    assert set(again) == {first}
-    assert await app.accounts.for_public_key("OTHER") != first
 
 
 async def test_ping(app: App) -> None:
@@ -258,11 +251,13 @@ async def test_accounts_compare_and_set_outcomes_and_seq(app: App) -> None:
         values = {"b_id": row_id, "b_expected": expected, "b_value": value}
         return await app.accounts.compare_and_set("alice", _CAS_UPDATE, _CAS_CURRENT, values, 1)
 
-    assert await cas(0, 7) == ({"version": 1, "value": 7}, seq_before + 1)
-    assert await cas(0, 8) == {"value": 7, "version": 1}  # mismatch: the current row
-    assert await cas(0, 8, row_id="nope") is None
+    assert await cas(0, 7) == CasResult.changed({"version": 1, "value": 7}, seq_before + 1)
+    # mismatch: the current row, no seq
+    assert await cas(0, 8) == CasResult.mismatch({"value": 7, "version": 1})
+    assert await cas(0, 8, row_id="nope") == CasResult.missing()
     # racing writers on one version: one winner, one seq each success, no seq for the others
     results = await asyncio.gather(*(cas(1, i) for i in range(8)))
-    winners = [r for r in results if isinstance(r, tuple)]
-    assert len(winners) == 1 and winners[0][1] == seq_before + 2
+    winners = [r for r in results if r.is_changed]
+    assert len(winners) == 1 and winners[0].seq == seq_before + 2
+    assert all(r.is_mismatch and r.seq is None for r in results if not r.is_changed)
     assert await app.accounts.next_seq("alice") == seq_before + 3

@@ -24,6 +24,11 @@ from tests.scaleout.conftest import ClusterFactory, Process, unique_user
 from .support import FRESH, create_resources
 
 INTERNAL = {"result": "error", "message": "Internal error"}
+INTERNAL_HTTP = {
+    "error": "Internal Server Error",
+    "message": "An unexpected error occurred",
+    "statusCode": 500,
+}
 SECRET = "faults-secret-0123456789abcdef0123456789"
 
 
@@ -108,7 +113,7 @@ async def test_postgresql_goes_away_and_comes_back(make_server: ServerFactory, p
             limits=FRESH, base_url=server.url, headers={"Authorization": f"Bearer {token}"}
         ) as http:
             reply = await http.get("/v1/sessions")
-            assert (reply.status_code, reply.json()) == (500, {"error": "Internal error"})
+            assert (reply.status_code, reply.json()) == (500, INTERNAL_HTTP)
     finally:
         await _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
     await recovered(server, sock, own.session_id)

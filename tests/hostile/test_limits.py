@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -76,13 +77,26 @@ async def test_packet_limit_is_tunable(make_server: ServerFactory) -> None:
     assert await again.call("ping") == {}
 
 
-async def test_http_body_limit(server: ServerHarness) -> None:
+async def test_http_body_limit_refuses_declared_and_streamed_bodies(
+    make_server: Any,
+) -> None:
+    server = await make_server(max_body_bytes=1_000_000)
     token = await server.token("alice")
     headers = {"Authorization": f"Bearer {token}"}
+    too_large = (413, {"error": "Request body too large"})
     async with httpx.AsyncClient(limits=FRESH, base_url=server.url, headers=headers) as http:
         big = {"tag": "t", "metadata": "m" * 1_000_001}
         reply = await http.post("/v1/sessions", json=big)
-        assert (reply.status_code, reply.json()) == (413, {"error": "Request body too large"})
+        assert (reply.status_code, reply.json()) == too_large
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+            yield b'{"tag": "t", "metadata": "'
+            for _ in range(20):
+                yield b"m" * 100_000
+            yield b'"}'
+
+        reply = await http.post("/v1/sessions", content=chunks())
+        assert (reply.status_code, reply.json()) == too_large
         fine = await http.post("/v1/sessions", json={"tag": "t", "metadata": "m" * 900_000})
         assert fine.status_code == 200
 

@@ -8,7 +8,7 @@
 //   {op: "login", challenge?: b64, badSignature?: bool, replay?: bool}
 //                                            -> {status, body, challenge, signature}
 //                                               (POST /v1/auth; a success keeps the token)
-//   {op: "connect", auth?: object|null, useToken?: bool, transports?: [..]}
+//   {op: "connect", auth?: object|null, useToken?: bool, transports?: [..], extraHeaders?: {..}}
 //                                            -> {connected: true, id} | {connect_error: message}
 //   {op: "emit", event, args?: [..], ack?: bool, timeoutMs?: n}
 //                                            -> {ack: value, ackArgs: [..]} | {timeout: true}
@@ -97,6 +97,7 @@ class Runner {
       reconnection: false,
       timeout: step.timeoutMs ?? this.defaultTimeout,
     };
+    if (step.extraHeaders) options.extraHeaders = step.extraHeaders; // e.g. a browser's Origin
     if (step.useToken) options.auth = { ...(step.auth ?? {}), token: this.token };
     else if (step.auth !== undefined) options.auth = step.auth;
     const socket = io(this.url, options);

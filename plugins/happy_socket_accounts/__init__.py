@@ -1,0 +1,1 @@
+"""Accounts: Ed25519 login, device and terminal linking, profile and settings (work in progress)."""

@@ -1,0 +1,1 @@
+"""Per-user key-value store over HTTP (work in progress)."""

@@ -1,0 +1,1 @@
+"""Push-token storage (work in progress)."""

@@ -1,0 +1,1 @@
+"""The social routes' empty answers (work in progress)."""
