@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import socketio
 
+from .compat import engineio as engineio_compat
 from .context import ClientType, Connection, Context, OrderSlot
 from .errors import HandlerError, InternalError, InvalidParams, Unauthorized
 from .registry import Handler
@@ -36,8 +37,8 @@ UNKNOWN_EVENT_ACK: dict[str, Any] = {
     "message": UNKNOWN_EVENT,
 }
 
-DEFAULT_MAX_PENDING = 1000  # ordered events started or waiting, per socket
-DEFAULT_MAX_CONCURRENT = 1000  # other events running at once, per socket
+DEFAULT_MAX_PENDING = 1000  # ordered events started or waiting, per socket, before it is paused
+DEFAULT_MAX_CONCURRENT = 1000  # other events running at once, per socket, before it is paused
 MAX_DEPTH = 32  # protocol payloads nest 3 levels; deeper input is refused before any handler
 
 
@@ -56,20 +57,22 @@ def too_deep(data: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
-class TooManyPending(HandlerError):
-    """The socket has too many ordered events waiting."""
+class SocketWork:
+    """One socket's work in progress: its ordered lane and its other running events.
 
-    default_message = "Too many pending events"
+    When either is full, ``room`` is a future and the socket's reader waits on it before it
+    reads the next packet (backpressure: TCP then slows the sender); it resolves when a
+    finishing event makes room.
+    """
 
+    __slots__ = ("eio_sid", "pending", "room", "running", "tail")
 
-class _Lane:
-    """The ordered events of one socket: a chain of slots."""
-
-    __slots__ = ("pending", "tail")
-
-    def __init__(self) -> None:
-        self.tail: OrderSlot | None = None
-        self.pending = 0
+    def __init__(self, eio_sid: str | None) -> None:
+        self.eio_sid = eio_sid
+        self.tail: OrderSlot | None = None  # the lane: a chain of slots
+        self.pending = 0  # ordered events started or waiting
+        self.running = 0  # other events running
+        self.room: asyncio.Future[None] | None = None
 
 
 def _text(value: Any, limit: int = 512) -> str | None:
@@ -100,8 +103,8 @@ class Dispatcher:
     def __init__(self, app: App, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self._app = app
         self.connections: dict[str, Connection] = {}
-        self._lanes: dict[str, _Lane] = {}
-        self._running: dict[str, int] = {}  # sid -> events that are not ordered, running
+        self._work: dict[str, SocketWork] = {}  # by socket.io sid
+        self._work_by_eio: dict[str, SocketWork] = {}  # the same, by engine.io sid
         self.max_pending = max_pending
         self.max_concurrent = DEFAULT_MAX_CONCURRENT
         self.in_flight = 0  # handlers running now (all sockets)
@@ -115,6 +118,63 @@ class Dispatcher:
         for handler in self._app.registry:
             sio.on(handler.event, self._bind(handler))
         sio.on("*", self.on_unknown_event)
+        engineio_compat.wrap_message_handler(sio.eio, self._gate)
+
+    # -- backpressure --------------------------------------------------------
+
+    def _gate(self, deliver: engineio_compat.MessageHandler) -> engineio_compat.MessageHandler:
+        """Wrap engine.io's per-packet handler: a full socket's next packet waits for room."""
+
+        async def on_message(eio_sid: str, data: Any) -> Any:
+            work = self._work_by_eio.get(eio_sid)
+            if work is not None and work.room is not None:
+                await self._wait_for_room(work)
+            result = await deliver(eio_sid, data)
+            if work is not None and (
+                work.pending * 2 >= self.max_pending or work.running * 2 >= self.max_concurrent
+            ):
+                # nearly full: let the event just delivered claim its place before the next
+                # packet is looked at (a polling POST delivers a batch without yielding)
+                await asyncio.sleep(0)
+            return result
+
+        return on_message
+
+    async def _wait_for_room(self, work: SocketWork) -> None:
+        """Wait until ``work`` has room, keeping the socket alive while its reader is paused."""
+        interval = self._app.settings.ping_interval
+        started = time.perf_counter()
+        while work.room is not None:
+            room = work.room
+            try:
+                await asyncio.wait_for(asyncio.shield(room), interval)
+            except TimeoutError:
+                if work.eio_sid is None or not await engineio_compat.keep_alive(
+                    self._app.sio.eio, work.eio_sid
+                ):
+                    break
+        self._app.metrics.paused_seconds.observe(time.perf_counter() - started)
+
+    def _update_pressure(self, work: SocketWork) -> None:
+        """Pause a socket whose lane or concurrency bound is full; resume it when there is room."""
+        full = work.pending >= self.max_pending or work.running >= self.max_concurrent
+        if full and work.room is None:
+            work.room = asyncio.get_running_loop().create_future()
+            self._app.metrics.paused_sockets.inc()
+        elif not full and work.room is not None:
+            self._release(work)
+
+    def _release(self, work: SocketWork) -> None:
+        if work.room is not None:
+            if not work.room.done():
+                work.room.set_result(None)
+            work.room = None
+            self._app.metrics.paused_sockets.dec()
+
+    def paused(self, sid: str) -> bool:
+        """True while the reader of socket ``sid`` waits for room."""
+        work = self._work.get(sid)
+        return work is not None and work.room is not None
 
     # -- handshake -----------------------------------------------------------
 
@@ -162,7 +222,7 @@ class Dispatcher:
         try:
             for room in rooms_of(conn):
                 await self._app.sio.enter_room(sid, room)
-            self.connections[sid] = conn
+            self.accept(conn, self._app.sio.manager.eio_sid_from_sid(sid, "/"))
             self._app.metrics.connections.labels(conn.client_type.value).inc()
             log.info(
                 "connect user=%s sid=%s type=%s client=%s",
@@ -176,18 +236,34 @@ class Dispatcher:
         except Exception:  # never leave the client hanging without connect or connect_error
             log.exception("accepting sid %s failed", sid)
             self.connections.pop(sid, None)
+            self._forget_work(sid)
             raise socketio.exceptions.ConnectionRefusedError("Internal error") from None
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """python-socketio's disconnect handler."""
         conn = self.connections.pop(sid, None)
-        self._lanes.pop(sid, None)
+        self._forget_work(sid)
         if conn is None:
             return
         self._app.metrics.connections.labels(conn.client_type.value).dec()
         log.info("disconnect user=%s sid=%s reason=%s", conn.user_id, sid, reason)
         ctx = self.context(conn, "core", "disconnect")
         await self._app.run_hook("on_disconnect", ctx=ctx, reason=str(reason))
+
+    def accept(self, conn: Connection, eio_sid: str | None = None) -> None:
+        """Count ``conn`` as a live socket of this process (in-process tests call it directly)."""
+        self.connections[conn.sid] = conn
+        work = SocketWork(eio_sid)
+        self._work[conn.sid] = work
+        if eio_sid is not None:
+            self._work_by_eio[eio_sid] = work
+
+    def _forget_work(self, sid: str) -> None:
+        work = self._work.pop(sid, None)
+        if work is not None:
+            if work.eio_sid is not None:
+                self._work_by_eio.pop(work.eio_sid, None)
+            self._release(work)  # a reader still waiting reads on and finds the socket closed
 
     def context(self, conn: Connection, plugin: str, event: str) -> Context:
         """The Context a handler or hook receives for ``conn``."""
@@ -215,35 +291,30 @@ class Dispatcher:
         return on_event
 
     async def run_concurrent(self, sid: str, handler: Handler, data: Any) -> Any:
-        """Run an event that is not ordered, unless the socket already has too many running."""
-        running = self._running.get(sid, 0)
-        if running >= self.max_concurrent:
-            self._app.metrics.event_done(handler.event, "rejected", 0.0)
-            return TooManyPending().render(handler.envelope)
-        self._running[sid] = running + 1
+        """Run an event that is not ordered; the socket pauses while too many are running."""
+        work = self._work.get(sid)
+        if work is None:  # not (or no longer) connected: ``run`` answers it
+            return await self.run(sid, handler, data)
+        work.running += 1
+        self._update_pressure(work)
         try:
             return await self.run(sid, handler, data)
         finally:
-            left = self._running.get(sid, 1) - 1
-            if left > 0:
-                self._running[sid] = left
-            else:
-                self._running.pop(sid, None)
+            work.running -= 1
+            self._update_pressure(work)
 
     async def run_ordered(self, sid: str, handler: Handler, data: Any) -> Any:
         """Run in arrival order: after the socket's previous ordered event opened its gate
         (it finished, or its write is queued — see ``Context.write``), and answer only after
-        that event finished."""
-        lane = self._lanes.get(sid)
-        if lane is None:
-            lane = self._lanes[sid] = _Lane()
-        if lane.pending >= self.max_pending:
-            self._app.metrics.event_done(handler.event, "rejected", 0.0)
-            return TooManyPending().render(handler.envelope)
-        previous = lane.tail
+        that event finished. The socket pauses while its lane is full."""
+        work = self._work.get(sid)
+        if work is None:
+            return await self.run(sid, handler, data)
+        previous = work.tail
         slot = OrderSlot(previous)
-        lane.tail = slot
-        lane.pending += 1
+        work.tail = slot
+        work.pending += 1
+        self._update_pressure(work)
         try:
             if previous is not None:
                 await previous.gate
@@ -252,9 +323,10 @@ class Dispatcher:
             return result
         finally:
             slot.finish()
-            lane.pending -= 1
-            if lane.tail is slot:
-                lane.tail = None
+            work.pending -= 1
+            if work.tail is slot:
+                work.tail = None
+            self._update_pressure(work)
 
     async def run(
         self, sid: str, handler: Handler, data: Any, order: OrderSlot | None = None

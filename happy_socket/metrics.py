@@ -58,6 +58,17 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.paused_sockets = Gauge(
+            "happy_socket_paused_sockets",
+            "Sockets whose reader waits for room (their lane or concurrency bound is full).",
+            registry=self.registry,
+        )
+        self.paused_seconds = Histogram(
+            "happy_socket_paused_seconds",
+            "How long a paused socket's reader waited for room.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.handshake_refusals = Counter(
             "happy_socket_handshake_refusals",
             "Refused handshakes by reason.",

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..context import now_ms
-from ..ids import new_id
 from .database import Database, Tx
 from .results import CasResult
 
@@ -22,6 +21,7 @@ accounts = sa.Table(
     metadata,
     sa.Column("id", sa.String(200), primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
+    # the Ed25519 login key (standard base64), set and read only by the accounts plugin
     sa.Column("public_key", sa.String(200), nullable=True, unique=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
@@ -148,24 +148,6 @@ class Accounts:
         finally:
             del self._pending[user_id]
         return row is not None
-
-    async def for_public_key(self, public_key: str) -> str:
-        """The account keyed by ``public_key``, created on first use."""
-
-        async def unit(tx: Tx) -> str:
-            now = now_ms()
-            stmt = self._db.insert(accounts).values(
-                id=new_id(), seq=0, public_key=public_key, created_at=now, updated_at=now
-            )
-            await tx.execute(stmt.on_conflict_do_nothing(index_elements=["public_key"]))
-            user_id = await tx.fetch_val(
-                sa.select(accounts.c.id).where(accounts.c.public_key == public_key)
-            )
-            return str(user_id)
-
-        user_id = await self._db.write(unit)
-        self._known.add(user_id)
-        return user_id
 
     @staticmethod
     def seq_values(user_id: str, now: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ..context import now_ms
+from ..errors import ConfigError
 from .database import Database, Tx
 
 MigrationStep = Callable[[Tx], Awaitable[None]]
@@ -93,6 +94,12 @@ async def upgrade(
         for component, component_tables in tables.items():
             before = applied.get(component)
             latest = migrations.latest(component)
+            if before is not None and before > latest:
+                raise ConfigError(
+                    f"The database's schema of {component!r} is at version {before}, newer than "
+                    f"this code's {latest}: upgrade happy-socket (or its plugin) before "
+                    "starting it on this database."
+                )
             if before is not None:
                 for migration in migrations.steps(component, before):
                     await migration.step(tx)

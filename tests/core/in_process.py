@@ -13,7 +13,5 @@ async def started_with(db_url: str, name: str, plugin: object, sid: str = "sid1"
         Settings(db=db_url, secret="s" * 32), plugins=[(name, plugin)], load_entry_points=False
     )
     await app.startup()
-    app.dispatcher.connections[sid] = Connection(
-        sid=sid, user_id="alice", client_type=ClientType.USER
-    )
+    app.dispatcher.accept(Connection(sid=sid, user_id="alice", client_type=ClientType.USER))
     return app

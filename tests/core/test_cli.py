@@ -23,7 +23,7 @@ def test_plugins_json_lists_events_routes_and_state() -> None:
     rows = {row["name"]: row for row in json.loads(result.output)}
     assert rows["ping"]["enabled"] is False and rows["ping"]["events"] == []
     assert rows["http"]["enabled"] is True
-    assert rows["http"]["routes"] == ["GET /health", "POST /v1/auth"]
+    assert rows["http"]["routes"] == ["GET /health", "GET /", "POST /v1/version"]
     assert rows["http"]["version"] == "0.1.0"
 
 
@@ -51,7 +51,7 @@ def test_db_upgrade_prints_versions(tmp_path: Path) -> None:
     result = invoke("db", "upgrade", "--db", db, "--secret", "s" * 32)
     assert result.exit_code == 0
     versions = {row["component"]: row["version"] for row in json.loads(result.output)}
-    assert versions["core"] == 1 and versions["http"] == 1
+    assert versions["core"] == 1 and versions["accounts"] == 1
 
 
 def test_token_prints_one_token(tmp_path: Path) -> None:

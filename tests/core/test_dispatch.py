@@ -77,7 +77,7 @@ def make_app() -> App:
 
 def connect(app: App, sid: str = "sid1", user: str = "alice") -> Connection:
     conn = Connection(sid=sid, user_id=user, client_type=ClientType.USER)
-    app.dispatcher.connections[sid] = conn
+    app.dispatcher.accept(conn)
     return conn
 
 
@@ -179,7 +179,7 @@ async def test_ordered_events_of_one_socket_run_in_arrival_order() -> None:
     assert [r["i"] for r in results] == list(range(200))
 
 
-async def test_ordered_lane_is_bounded() -> None:
+async def test_a_full_lane_pauses_the_socket_and_refuses_nothing() -> None:
     app = make_app()
     app.dispatcher.max_pending = 5
     connect(app)
@@ -192,11 +192,13 @@ async def test_ordered_lane_is_bounded() -> None:
     h = Handler("slow", slow, Envelope.SUCCESS, True, "demo")
     tasks = [asyncio.ensure_future(app.dispatcher.run_ordered("sid1", h, i)) for i in range(7)]
     await asyncio.sleep(0.05)
+    assert app.dispatcher.paused("sid1")  # its reader would now wait before the next packet
+    assert app.metrics.registry.get_sample_value("happy_socket_paused_sockets") == 1
     gate.set()
     results = await asyncio.gather(*tasks)
-    assert results[:5] == [{"done": i} for i in range(5)]
-    assert results[5:] == [{"success": False, "error": "Too many pending events"}] * 2
-    # the lane drains and accepts again
+    assert results == [{"done": i} for i in range(7)]  # what arrived runs, in order
+    assert not app.dispatcher.paused("sid1")
+    assert app.metrics.registry.get_sample_value("happy_socket_paused_sockets") == 0
     assert await app.dispatcher.run_ordered("sid1", h, 9) == {"done": 9}
 
 

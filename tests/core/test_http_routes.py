@@ -84,7 +84,9 @@ class Echo:
 
 @pytest.fixture
 async def http(sqlite_url: str) -> AsyncIterator[AppClient]:
-    app = create_app(Settings(db=sqlite_url, secret="s" * 32), plugins=[Echo()])
+    # without the social plugin: Echo serves /v1/user/{id} and /v1/user/search itself
+    settings = Settings(db=sqlite_url, secret="s" * 32, without=("social",))
+    app = create_app(settings, plugins=[Echo()])
     async with AppClient(app) as client:
         yield client
 

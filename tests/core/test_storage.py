@@ -261,3 +261,27 @@ async def test_accounts_compare_and_set_outcomes_and_seq(app: App) -> None:
     assert len(winners) == 1 and winners[0].seq == seq_before + 2
     assert all(r.is_mismatch and r.seq is None for r in results if not r.is_changed)
     assert await app.accounts.next_seq("alice") == seq_before + 3
+
+
+async def test_a_newer_schema_refuses_older_code(db_url: str) -> None:
+    """A rolling deploy must not run old code on a database a newer release migrated: the
+    version is never written back down, and start-up stops with one sentence."""
+    from happy_socket.errors import ConfigError
+    from happy_socket.storage.schema import schema_versions
+
+    app = create_app(Settings(db=db_url, secret="s" * 32))
+    await app.startup()
+    await app.db.execute(
+        schema_versions.update().where(schema_versions.c.component == "core").values(version=99)
+    )
+    await app.shutdown()
+    again = create_app(Settings(db=db_url, secret="s" * 32))
+    with pytest.raises(ConfigError, match=r"'core' is at version 99, newer than this code's 1"):
+        await again.startup()
+    assert not again.started
+    check = create_app(Settings(db=db_url, secret="s" * 32))
+    await check.db.connect()
+    try:
+        assert (await current_versions(check.db))["core"] == 99
+    finally:
+        await check.db.disconnect()

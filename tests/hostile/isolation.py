@@ -13,13 +13,16 @@ from typing import Any, Protocol
 
 import httpx
 
-from happy_socket import App
+from happy_socket import App, Auth
 from happy_socket.testing import TestSocket
 
 from .payloads import generic_template, templates
 from .support import FRESH, BadAck, b64, classify, create_resources, rows_mentioning
 
 STRAY_EVENTS = ("update", "ephemeral", "rpc-request")
+# routes that answer 200 whatever the parameter, touching only the caller's own rows
+# (removing a push token that is not there is a success)
+SAME_ANSWER_FOR_ANY_PARAM = {("DELETE", "/v1/push-tokens/{token}")}
 
 
 class Deployment(Protocol):
@@ -259,7 +262,12 @@ class Matrix:
                             self.failures.append(
                                 f"{method} {path}: {reply.status_code} {reply.text[:200]} leaked={leaked}"
                             )
-                        if "{" in info.path and info.auth and reply.status_code == 200:
+                        if (
+                            "{" in info.path
+                            and info.auth is Auth.BEARER
+                            and reply.status_code == 200
+                            and (method, info.path) not in SAME_ANSWER_FOR_ANY_PARAM
+                        ):
                             self.failures.append(f"{method} {path}: 200 for B: {reply.text[:200]}")
                 await self._exact_routes(http)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -20,7 +20,6 @@ from .raw import RawSocket
 from .support import FRESH, Resources, b64, create_resources, row_counts
 
 INVALID = {"result": "error", "message": "Invalid parameters"}
-TOO_MANY = "Too many pending events"
 S256, S257 = "s" * 256, "s" * 257
 
 
@@ -32,6 +31,14 @@ async def disconnected(sock: TestSocket, within: float = 5.0) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (fails the test after ``within`` seconds)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
 
 
 # -- packet size -------------------------------------------------------------------
@@ -322,7 +329,7 @@ class Gate:
         return {"result": "success", "n": data}
 
 
-async def test_one_socket_cannot_queue_more_than_1000_ordered_events(
+async def test_a_full_ordered_lane_pauses_the_socket_and_refuses_nothing(
     make_server: ServerFactory,
 ) -> None:
     gate = Gate()
@@ -330,37 +337,44 @@ async def test_one_socket_cannot_queue_more_than_1000_ordered_events(
     assert server.app.dispatcher.max_pending == 1000
     flooder = await server.client("alice")
     other = await server.client("alice")
+    stranger = await server.client("bob")
     own = await create_resources(server.url, server.app, "alice", other)
 
     def call(sock: TestSocket, event: str, data: Any) -> asyncio.Task[Any]:
-        return asyncio.create_task(sock.client.call(event, (data,), timeout=20))
+        return asyncio.create_task(sock.client.call(event, (data,), timeout=30))
 
     queued = [call(flooder, "hostile-gate", i) for i in range(1000)]
-    await asyncio.sleep(0.5)
-    refused = [
-        await flooder.call("hostile-gate", 1000),
-        await flooder.call("hostile-gate-ok", 1001),
-        await flooder.call("message", {"sid": own.session_id, "message": "m"}),
+    await until(lambda: server.app.dispatcher.paused(flooder.sid))
+    # past the bound: nothing is refused, the socket's reader waits for room instead
+    beyond = [
+        call(flooder, "hostile-gate", 1000),
+        call(flooder, "hostile-gate-ok", 1001),
+        call(flooder, "message", {"sid": own.session_id, "message": "m", "localId": "x"}),
     ]
-    assert refused == [
-        {"result": "error", "message": TOO_MANY},
-        {"ok": False, "error": TOO_MANY},
-        {"result": "error", "message": TOO_MANY},
-    ]
-    assert await flooder.call("ping") == {}  # events that are not ordered still run
+    assert await other.call("ping") == {}  # the same user's other socket is not held up
+    assert await stranger.call("ping") == {}
     elsewhere = call(other, "hostile-gate", "other")  # another socket has its own lane
-    await asyncio.sleep(0.1)
-    assert not any(t.done() for t in queued) and not elsewhere.done()
+    await asyncio.sleep(0.2)
+    assert not any(t.done() for t in queued + beyond) and not elsewhere.done()
 
     gate.opened.set()
     answers = await asyncio.gather(*queued)
     assert answers == [{"result": "success", "n": i} for i in range(1000)]
+    assert await beyond[0] == {"result": "success", "n": 1000}
+    assert await beyond[1] == {"result": "success", "n": 1001}
+    stored = await beyond[2]
+    assert stored["result"] == "success" and stored["localId"] == "x"
     assert (await elsewhere)["result"] == "success"
-    assert [n for n in gate.order if n != "other"] == list(range(1000))
+    assert [n for n in gate.order if n != "other"] == list(range(1002))
+    assert not server.app.dispatcher.paused(flooder.sid)
     assert await flooder.call("hostile-gate", "after") == {"result": "success", "n": "after"}
+    rejected = server.app.metrics.registry.get_sample_value(
+        "happy_socket_events_total", {"event": "hostile-gate", "outcome": "rejected"}
+    )
+    assert rejected is None
 
 
-async def test_one_socket_cannot_run_more_than_1000_unordered_events(
+async def test_too_many_running_events_pause_the_socket_and_refuse_nothing(
     make_server: ServerFactory,
 ) -> None:
     gate = Gate()
@@ -370,19 +384,20 @@ async def test_one_socket_cannot_run_more_than_1000_unordered_events(
     other = await server.client("alice")
 
     def call(sock: TestSocket, data: Any) -> asyncio.Task[Any]:
-        return asyncio.create_task(sock.client.call("hostile-gate-concurrent", (data,), timeout=20))
+        return asyncio.create_task(sock.client.call("hostile-gate-concurrent", (data,), timeout=30))
 
     running = [call(flooder, i) for i in range(1000)]
-    await asyncio.sleep(0.5)
-    refused = {"success": False, "error": TOO_MANY}
-    assert await flooder.call("hostile-gate-concurrent", 1000) == refused
-    assert await flooder.call("ping") == {"result": "error", "message": TOO_MANY}
+    await until(lambda: server.app.dispatcher.paused(flooder.sid))
+    later = call(flooder, 1000)
+    ping = asyncio.create_task(flooder.call("ping"))
     assert await other.call("ping") == {}  # another socket of the same user is not held up
+    await asyncio.sleep(0.2)
+    assert not later.done() and not ping.done()
     gate.opened.set()
-    answers = await asyncio.gather(*running)
-    assert sorted(a["n"] for a in answers) == list(range(1000))
-    assert await flooder.call("ping") == {}  # the count drains
-    assert server.app.dispatcher._running == {}
+    answers = await asyncio.gather(*running, later)
+    assert sorted(a["n"] for a in answers) == list(range(1001))
+    assert await ping == {}
+    assert not server.app.dispatcher.paused(flooder.sid)
 
 
 async def test_lane_size_is_tunable(make_server: ServerFactory) -> None:
@@ -391,12 +406,13 @@ async def test_lane_size_is_tunable(make_server: ServerFactory) -> None:
     server.app.dispatcher.max_pending = 3
     sock = await server.client("alice")
     queued = [
-        asyncio.create_task(sock.client.call("hostile-gate", (i,), timeout=10)) for i in range(3)
+        asyncio.create_task(sock.client.call("hostile-gate", (i,), timeout=10)) for i in range(4)
     ]
-    await asyncio.sleep(0.2)
-    assert await sock.call("hostile-gate", 3) == {"result": "error", "message": TOO_MANY}
+    await until(lambda: server.app.dispatcher.paused(sock.sid))
+    await asyncio.sleep(0.1)
+    assert not any(t.done() for t in queued)
     gate.opened.set()
-    assert [a["n"] for a in await asyncio.gather(*queued)] == [0, 1, 2]
+    assert [a["n"] for a in await asyncio.gather(*queued)] == [0, 1, 2, 3]
 
 
 async def test_a_socket_over_the_limit_does_not_disturb_others(server: ServerHarness) -> None:

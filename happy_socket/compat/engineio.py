@@ -1,0 +1,52 @@
+"""python-engineio internals happy-socket relies on (pinned ``<5``; tests/core/test_backpressure.py
+fails when they change).
+
+- ``AsyncServer.handlers["message"]``: the handler python-socketio registered for engine.io
+  messages, which we wrap to pause a socket's reader (backpressure). engine.io awaits it for
+  each packet it reads, so while the wrapper waits, nothing more is read from that socket.
+- ``AsyncServer.sockets`` and ``AsyncSocket.last_ping`` / ``send``: a paused socket cannot
+  read its client's PONG, so it is kept alive by hand (see :func:`keep_alive`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engineio import packet
+
+from ..errors import ConfigError
+
+MessageHandler = Callable[[str, Any], Awaitable[Any]]
+
+
+def check(eio: Any) -> None:
+    """Raise ConfigError when the installed engine.io lacks what this module uses."""
+    handler = getattr(eio, "handlers", {}).get("message")
+    if handler is None or not isinstance(getattr(eio, "sockets", None), dict):
+        raise ConfigError(
+            "The installed python-engineio has no message handler table or socket table; "
+            "happy-socket's backpressure needs python-engineio 4.9 to 4.x."
+        )
+
+
+def wrap_message_handler(eio: Any, wrap: Callable[[MessageHandler], MessageHandler]) -> None:
+    """Replace engine.io's ``message`` handler with ``wrap(current handler)``."""
+    check(eio)
+    eio.on("message", wrap(eio.handlers["message"]))
+
+
+async def keep_alive(eio: Any, eio_sid: str) -> bool:
+    """Keep a socket whose reader is paused from timing out; False when it is gone.
+
+    The server side: the pending ping's clock restarts (its PONG is queued behind the frames
+    we are not reading). The client side: a PING, so the client's own timer, which expects one
+    every ping interval, does not expire; it answers with a PONG we read on resume.
+    """
+    socket = eio.sockets.get(eio_sid)
+    if socket is None or socket.closed or socket.closing:
+        return False
+    socket.last_ping = time.time()
+    await socket.send(packet.Packet(packet.PING))
+    return True
