@@ -42,14 +42,19 @@ class AccessKeysService:
         return self._app.db
 
     def listen_for_session_deletes(self) -> None:
-        """Delete a session's keys inside the session's delete unit (called at startup)."""
+        """Delete a session's (a machine's) keys inside its delete unit (called at startup)."""
         if not self._listening:
             self._app.service("sessions").add_delete_listener(self._session_deleted)
+            self._app.service("machines").add_delete_listener(self._machine_deleted)
             self._listening = True
 
     async def _session_deleted(self, tx: Tx, user_id: str, session_id: str) -> None:
         t = access_keys
         await tx.execute(t.delete().where(t.c.account_id == user_id, t.c.session_id == session_id))
+
+    async def _machine_deleted(self, tx: Tx, user_id: str, machine_id: str) -> None:
+        t = access_keys
+        await tx.execute(t.delete().where(t.c.account_id == user_id, t.c.machine_id == machine_id))
 
     async def owns_pair(self, user_id: str, session_id: str, machine_id: str) -> bool:
         """True when both the session and the machine are ``user_id``'s."""

@@ -1,4 +1,4 @@
-"""``happy-socket machines create``: create or load a machine for a user, printing JSON."""
+"""``happy-socket machines create|list|delete``: operator access to machines, printing JSON."""
 
 from __future__ import annotations
 
@@ -9,10 +9,21 @@ import click
 from happy_socket import App, Conflict, Settings
 from happy_socket.cli import app_options, echo_json, run_with_app
 
+from .service import MachinesService
+
+MACHINE_NOT_FOUND = "Machine not found"
+
 
 @click.group("machines")
 def machines_group() -> None:
     """Machines (daemons) of users."""
+
+
+def _service(app: App) -> MachinesService:
+    service: MachinesService | None = app.service("machines")
+    if service is None:
+        raise click.ClickException("The machines plugin is not enabled.")
+    return service
 
 
 @machines_group.command("create")
@@ -24,13 +35,37 @@ def create(user_id: str, machine_id: str, metadata: str, settings: Settings) -> 
     """Create (or load) machine ID of USER; prints {"created", "machine"}."""
 
     async def work(app: App) -> dict[str, Any]:
-        service = app.service("machines")
-        if service is None:
-            raise click.ClickException("The machines plugin is not enabled.")
         try:
-            machine, created = await service.create_or_load(user_id, machine_id, metadata)
+            machine, created = await _service(app).create_or_load(user_id, machine_id, metadata)
         except Conflict as exc:
             raise click.ClickException(str(exc.message)) from None
         return {"created": created, "machine": machine}
 
     echo_json(run_with_app(settings, work))
+
+
+@machines_group.command("list")
+@click.option("--user", "user_id", required=True, help="The user (account) id.")
+@app_options
+def list_machines(user_id: str, settings: Settings) -> None:
+    """List the machines of USER, most recently active first; prints {"machines": [...]}."""
+
+    async def work(app: App) -> dict[str, Any]:
+        return {"machines": await _service(app).list(user_id)}
+
+    echo_json(run_with_app(settings, work))
+
+
+@machines_group.command("delete")
+@click.option("--user", "user_id", required=True, help="The user (account) id.")
+@click.argument("machine_id")
+@app_options
+def delete(user_id: str, machine_id: str, settings: Settings) -> None:
+    """Delete MACHINE_ID of USER and USER's access keys for it; its sessions are kept."""
+
+    async def work(app: App) -> bool:
+        return await _service(app).delete(user_id, machine_id)
+
+    if not run_with_app(settings, work):
+        raise click.ClickException(MACHINE_NOT_FOUND)
+    echo_json({"success": True})

@@ -6,6 +6,7 @@ Published as ``app.service("machines")``. Every query is scoped by the user id.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +33,7 @@ MACHINE_ELSEWHERE = "Machine ID already exists for another account"
 ONLINE_PREFIX = "happy_socket:machine-online:"
 
 Key = tuple[str, str]  # (user id, machine id)
+DeleteListener = Callable[[Tx, str, str], Awaitable[None]]
 
 FIELDS = {
     "metadata": (machines.c.metadata, machines.c.metadata_version),
@@ -75,6 +77,7 @@ class MachinesService:
         self.app = app
         self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
+        self._delete_listeners: list[DeleteListener] = []
         self.presence = SharedPresence(ONLINE_PREFIX, app.settings.redis)
         self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
             self._write_activity, clock=app.clock, name="machine activity"
@@ -181,6 +184,40 @@ class MachinesService:
             query = query.limit(max(0, limit))
         return [machine_json(r) for r in await self.app.db.fetch_all(query)]
 
+    def add_delete_listener(self, fn: DeleteListener) -> None:
+        """Call ``await fn(tx, user_id, machine_id)`` inside every machine's delete unit."""
+        self._delete_listeners.append(fn)
+
+    async def delete(self, user_id: str, machine_id: str) -> bool:
+        """Delete the machine and its dependants (listeners) in one unit; announce it.
+
+        Emits ``update`` ``{"t": "delete-machine", "machineId"}`` to the user's apps after the
+        commit. False when the machine is not the user's. Sessions started on it are kept; a
+        daemon still running re-creates it at its next ``POST /v1/machines``.
+        """
+        t = machines
+
+        async def unit(tx: Tx) -> int | None:
+            deleted = await tx.fetch_val(
+                t.delete().where(t.c.id == machine_id, t.c.account_id == user_id).returning(t.c.id)
+            )
+            if deleted is None:
+                return None
+            for listener in self._delete_listeners:
+                await listener(tx, user_id, machine_id)
+            return await self.app.accounts.next_seq(user_id, tx)
+
+        key = (user_id, machine_id)
+        self._owned.discard(key)
+        seq = await self.app.db.write(unit)
+        self._owned.discard(key)
+        self.writer.drop(key)
+        if seq is None:
+            return False
+        body = {"t": "delete-machine", "machineId": machine_id}
+        await self.app.router.send_update(user_id, seq, body, UserScopedOnly())
+        return True
+
     def is_online(self, user_id: str, machine_id: str) -> bool:
         """True when a machine-scoped socket of this machine is connected to this process."""
         return self.presence.local(_online_key(user_id, machine_id))
@@ -233,8 +270,7 @@ class MachinesService:
         if outcome.is_mismatch:
             current_row = outcome.current
             raise VersionMismatch(
-                version=int(current_row[version_col.name]),
-                **{field: current_row[value_col.name]},
+                version=int(current_row[version_col.name]), **{field: current_row[value_col.name]}
             )
         seq = outcome.seq
         assert seq is not None

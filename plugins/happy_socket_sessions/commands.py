@@ -1,4 +1,4 @@
-"""``happy-socket sessions create``: create or load a session for a user, printing JSON."""
+"""``happy-socket sessions create|list|delete``: operator access to sessions, printing JSON."""
 
 from __future__ import annotations
 
@@ -9,10 +9,21 @@ import click
 from happy_socket import App, Settings
 from happy_socket.cli import app_options, echo_json, run_with_app
 
+from .service import LIST_LIMIT, SessionsService
+
+DELETE_NOT_FOUND = "Session not found or not owned by user"
+
 
 @click.group("sessions")
 def sessions_group() -> None:
     """Sessions of users."""
+
+
+def _service(app: App) -> SessionsService:
+    service: SessionsService | None = app.service("sessions")
+    if service is None:
+        raise click.ClickException("The sessions plugin is not enabled.")
+    return service
 
 
 @sessions_group.command("create")
@@ -25,10 +36,37 @@ def create(user_id: str, tag: str | None, metadata: str, settings: Settings) -> 
     from happy_socket import new_id
 
     async def work(app: App) -> dict[str, Any]:
-        service = app.service("sessions")
-        if service is None:
-            raise click.ClickException("The sessions plugin is not enabled.")
-        session, created = await service.create_or_load(user_id, tag or new_id(), metadata)
+        session, created = await _service(app).create_or_load(user_id, tag or new_id(), metadata)
         return {"created": created, "session": session}
 
     echo_json(run_with_app(settings, work))
+
+
+@sessions_group.command("list")
+@click.option("--user", "user_id", required=True, help="The user (account) id.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=LIST_LIMIT, show_default=True, help="At most."
+)
+@app_options
+def list_sessions(user_id: str, limit: int, settings: Settings) -> None:
+    """List the sessions of USER, most recently updated first; prints {"sessions": [...]}."""
+
+    async def work(app: App) -> dict[str, Any]:
+        return {"sessions": await _service(app).list(user_id, limit)}
+
+    echo_json(run_with_app(settings, work))
+
+
+@sessions_group.command("delete")
+@click.option("--user", "user_id", required=True, help="The user (account) id.")
+@click.argument("session_id")
+@app_options
+def delete(user_id: str, session_id: str, settings: Settings) -> None:
+    """Delete SESSION_ID of USER with its messages, usage reports and access keys."""
+
+    async def work(app: App) -> bool:
+        return await _service(app).delete(user_id, session_id)
+
+    if not run_with_app(settings, work):
+        raise click.ClickException(DELETE_NOT_FOUND)
+    echo_json({"success": True})

@@ -1,13 +1,14 @@
-"""The sessions service: storage, compare-and-set, messages, presence, and the library API (§8).
+"""The sessions service: storage, compare-and-set, lifecycle, presence, the library API (§8).
 
-Published as ``app.service("sessions")``. Every query is scoped by the user id.
+Published as ``app.service("sessions")``. Every query is scoped by the user id. Messages are
+stored by :mod:`.messages` (one message) and :mod:`.batch` (a batch); this service fronts both.
 """
 
 from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,14 +18,18 @@ from happy_socket import (
     InterestedInSession,
     NotFound,
     Tx,
-    Unit,
     UserScopedOnly,
     VersionMismatch,
     new_id,
 )
 from happy_socket.presence import LazyActivityWriter, SharedPresence, TimedCache
 
-from .tables import message_json, session_json, session_messages, sessions
+from . import listing
+from .batch import BatchWriter
+from .messages import NOW as _NOW
+from .messages import OWN as _OWN
+from .messages import MessageResult, MessageStore, WriteFn
+from .tables import session_json, session_messages, sessions
 
 log = logging.getLogger("happy_socket.sessions")
 
@@ -33,6 +38,7 @@ NOT_OWNED_TTL_MS = 5_000
 END_SUPPRESS_MS = 60_000
 TIMEOUT_MS = 10 * 60 * 1000
 LIST_LIMIT = 150
+ACTIVE_WINDOW_MS = 15 * 60 * 1000  # GET /v2/sessions/active: seen within 15 minutes
 FOCUS_PREFIX = "happy_socket:focus:"
 
 DeleteListener = Callable[[Tx, str, str], Awaitable[None]]
@@ -44,11 +50,9 @@ FIELDS = {
     "agentState": (sessions.c.agent_state, sessions.c.agent_state_version),
 }
 
-# The hot statements (message, update-metadata/state), built once with bind parameters:
+# The hot statements (update-metadata/state), built once with bind parameters:
 # building a SQLAlchemy statement per event cost more than running it (bench/RESULTS.md).
 _bp = sa.bindparam
-_OWN = (sessions.c.id == _bp("b_sid"), sessions.c.account_id == _bp("b_uid"))
-_NOW = _bp("b_now", type_=sa.BigInteger)
 _CAS = {
     field: (
         sessions.update()
@@ -61,82 +65,6 @@ _CAS = {
     )
     for field, (value_col, version_col) in FIELDS.items()
 }
-_FIND_LOCAL_ID = sa.select(session_messages).where(
-    session_messages.c.session_id == _bp("b_sid"), session_messages.c.local_id == _bp("b_local")
-)
-_NEXT_MESSAGE_SEQ = (
-    sessions.update()
-    .where(*_OWN)
-    .values(seq=sessions.c.seq + 1, updated_at=_NOW)
-    .returning(sessions.c.seq)
-)
-_MESSAGE_VALUES: dict[str, Any] = {
-    "id": _bp("b_id", type_=sa.Text),
-    "session_id": _bp("b_sid", type_=sa.Text),
-    "seq": _bp("b_seq", type_=sa.BigInteger),
-    "local_id": _bp("b_local", type_=sa.Text),
-    "content": _bp("b_content", type_=sa.Text),
-    "created_at": _NOW,
-    "updated_at": _NOW,
-}
-
-
-DUPLICATE_GUARD_SQLSTATE = "22012"  # division_by_zero: see _one_statement_message
-
-
-def _one_statement_message(app: App) -> sa.Select[Any]:
-    """``message`` as one PostgreSQL statement: session seq, insert, user seq, together.
-
-    A duplicate localId must leave no trace (the session seq would get a gap), but the
-    session row was already updated by then; the guard column divides by zero exactly in
-    that case, which aborts the whole statement (autocommit: nothing is kept). The caller
-    then reads the stored message. Not owned: no session row, no insert, no user seq.
-    """
-    s = (
-        sessions.update()
-        .where(*_OWN)
-        .values(seq=sessions.c.seq + 1, updated_at=_NOW)
-        .returning(sessions.c.seq)
-        .cte("s")
-    )
-    # the unit's insert values, with the seq taken from the session update
-    columns: list[Any] = [s.c.seq if k == "seq" else v for k, v in _MESSAGE_VALUES.items()]
-    source = sa.select(*columns)
-    m = (
-        app.db.insert(session_messages)
-        .from_select(list(_MESSAGE_VALUES), source)
-        .on_conflict_do_nothing(index_elements=["session_id", "local_id"])
-        .returning(*session_messages.c)
-        .cte("m")
-    )
-    u = app.accounts.next_seq_after(m)
-    duplicate = sa.and_(sa.exists(s.select()), ~sa.exists(m.select()))
-    one = sa.select(sa.literal(1).label("one")).subquery("one")
-    return sa.select(
-        sa.select(s.c.seq).scalar_subquery().label("session_seq"),
-        *m.c,
-        sa.select(u.c.seq).scalar_subquery().label("user_seq"),
-        (sa.literal(1) / sa.case((duplicate, 0), else_=1)).label("guard"),
-    ).select_from(one.outerjoin(m, sa.true()))
-
-
-class MessageResult:
-    """A stored (or already stored) message."""
-
-    __slots__ = ("created", "message", "seq")
-
-    def __init__(self, message: dict[str, Any], created: bool, seq: int | None) -> None:
-        self.message = message
-        self.created = created
-        self.seq = seq  # the user's update seq allocated with it
-
-
-class _Duplicate(Exception):
-    """Raised inside a message unit to roll back its seq: the localId is already stored."""
-
-    def __init__(self, message: dict[str, Any]) -> None:
-        super().__init__("duplicate localId")
-        self.message = message
 
 
 class SessionsService:
@@ -144,14 +72,8 @@ class SessionsService:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        # a duplicate localId inserts nothing (and returns no row) instead of a separate lookup
-        self._insert_message = (
-            app.db.insert(session_messages)
-            .values(_MESSAGE_VALUES)
-            .on_conflict_do_nothing(index_elements=["session_id", "local_id"])
-            .returning(*session_messages.c)
-        )
-        self._message_statement = None if app.db.is_sqlite else _one_statement_message(app)
+        self.store = MessageStore(app)
+        self.batches = BatchWriter(app)
         self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._ended: dict[Key, int] = {}
@@ -170,11 +92,7 @@ class SessionsService:
             return True
         if key in self._not_owned:
             return False
-        t = sessions
-        row = await self.app.db.fetch_one(
-            sa.select(t.c.id).where(t.c.id == session_id, t.c.account_id == user_id)
-        )
-        if row is None:
+        if not await self.store.owned(user_id, session_id):
             self._not_owned.add(key, NOT_OWNED_TTL_MS)
             return False
         self._owned.add(key, OWNED_TTL_MS)
@@ -241,40 +159,76 @@ class SessionsService:
 
     async def get(self, user_id: str, session_id: str) -> dict[str, Any] | None:
         """One session of the user, or None."""
-        t = sessions
-        row = await self.app.db.fetch_one(
-            sa.select(t).where(t.c.id == session_id, t.c.account_id == user_id)
-        )
-        return None if row is None else session_json(row)
+        return await listing.one(self.app.db, user_id, session_id)
 
     async def list(self, user_id: str, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
         """The user's sessions, most recently updated first."""
-        t = sessions
-        rows = await self.app.db.fetch_all(
-            sa.select(t)
-            .where(t.c.account_id == user_id)
-            .order_by(t.c.updated_at.desc(), t.c.id)
-            .limit(max(0, limit))
-        )
-        return [session_json(r) for r in rows]
+        return await listing.recent(self.app.db, user_id, limit)
+
+    async def list_active(
+        self, user_id: str, limit: int = LIST_LIMIT
+    ) -> builtins.list[dict[str, Any]]:
+        """The user's active sessions seen in the last 15 minutes, most recently active first."""
+        since = self.app.clock() - ACTIVE_WINDOW_MS
+        return await listing.active(self.app.db, user_id, since, limit)
+
+    async def list_page(
+        self,
+        user_id: str,
+        *,
+        below: str | None = None,
+        limit: int = 50,
+        changed_since: int | None = None,
+    ) -> tuple[builtins.list[dict[str, Any]], bool]:
+        """Sessions by id descending below ``below``; whether more follow (``GET /v2/sessions``)."""
+        return await listing.by_id(self.app.db, user_id, below, limit, changed_since)
 
     async def messages(
         self, user_id: str, session_id: str, limit: int = LIST_LIMIT
     ) -> builtins.list[dict[str, Any]] | None:
         """The session's latest messages, newest first; None when it is not the user's."""
-        if await self.get(user_id, session_id) is None:
-            return None
-        m = session_messages
-        rows = await self.app.db.fetch_all(
-            sa.select(m)
-            .where(m.c.session_id == session_id)
-            .order_by(m.c.seq.desc())
-            .limit(max(0, limit))
-        )
-        return [message_json(r) for r in rows]
+        return await self.store.latest(user_id, session_id, limit)
+
+    async def page_messages(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> tuple[builtins.list[dict[str, Any]], bool] | None:
+        """A page of messages and ``hasMore`` (see :meth:`MessageStore.page`); None if not owned."""
+        return await self.store.page(user_id, session_id, after=after, before=before, limit=limit)
+
+    async def add_message(
+        self,
+        user_id: str,
+        session_id: str,
+        content: str,
+        local_id: str | None,
+        *,
+        write: WriteFn | None = None,
+    ) -> MessageResult | None:
+        """Store one message (see :meth:`MessageStore.add`); None when it is not the user's."""
+        return await self.store.add(user_id, session_id, content, local_id, write=write)
+
+    async def post_messages(
+        self, user_id: str, session_id: str, items: Sequence[tuple[str, str]]
+    ) -> builtins.list[dict[str, Any]] | None:
+        """Store a batch of ``(localId, content)`` and announce the new messages (:mod:`.batch`).
+
+        Returns ``[{id, seq, localId, createdAt, updatedAt}]`` sorted by seq, one per unique
+        localId; None when the session is not the user's. Raises TooBusy when the user's
+        batches stay queued too long.
+        """
+        return await self.batches.post(user_id, session_id, items)
 
     async def delete(self, user_id: str, session_id: str) -> bool:
-        """Delete the session, its messages and dependants (listeners); announce it."""
+        """Delete the session, its messages and dependants (listeners); announce it.
+
+        The session's heartbeats are then ignored for a minute in this process.
+        """
         t, m = sessions, session_messages
 
         async def unit(tx: Tx) -> int | None:
@@ -293,11 +247,38 @@ class SessionsService:
         seq = await self.app.db.write(unit)
         self._owned.discard(key)
         self.writer.drop(key)
-        self._ended.pop(key, None)
         if seq is None:
             return False
+        self._ended[key] = self.app.clock()
         body = {"t": "delete-session", "sid": session_id}
         await self.app.router.send_update(user_id, seq, body, UserScopedOnly())
+        return True
+
+    async def archive(self, user_id: str, session_id: str) -> bool:
+        """Mark the session inactive now, ignore its heartbeats for a minute, announce it.
+
+        The same as a ``session-end`` at the current time; False when it is not the user's.
+        """
+        return await self.end(user_id, session_id, self.app.clock())
+
+    async def session_event(
+        self, user_id: str, session_id: str, kind: str, title: str, body: str
+    ) -> bool:
+        """Emit ``ephemeral`` ``session-event`` to the session and the user's apps.
+
+        False (nothing emitted) when the session is not the user's.
+        """
+        if not await self.store.owned(user_id, session_id):
+            return False
+        payload = {
+            "type": "session-event",
+            "sessionId": session_id,
+            "kind": kind,
+            "title": title,
+            "body": body,
+            "timestamp": self.app.clock(),
+        }
+        await self.app.router.emit_ephemeral(user_id, payload, InterestedInSession(session_id))
         return True
 
     async def app_active(self, user_id: str) -> bool:
@@ -329,8 +310,7 @@ class SessionsService:
         if outcome.is_mismatch:
             current_row = outcome.current
             raise VersionMismatch(
-                version=int(current_row[version_col.name]),
-                **{field: current_row[value_col.name]},
+                version=int(current_row[version_col.name]), **{field: current_row[value_col.name]}
             )
         seq = outcome.seq
         assert seq is not None
@@ -342,89 +322,6 @@ class SessionsService:
         }
         await self.app.router.send_update(user_id, seq, body, InterestedInSession(session_id))
         return version
-
-    async def add_message(
-        self,
-        user_id: str,
-        session_id: str,
-        content: str,
-        local_id: str | None,
-        *,
-        write: Callable[[Unit[MessageResult | None]], Awaitable[MessageResult | None]]
-        | None = None,
-    ) -> MessageResult | None:
-        """Store a message with the next gapless seq (idempotent per localId); None if not owned.
-
-        ``write`` runs the atomic unit (default ``app.db.write``; the ``message`` handler
-        passes ``ctx.write`` so one socket's messages can share a group commit).
-
-        The seq update comes first: it proves ownership and locks the session row, so the
-        seq, the duplicate check (the insert's ON CONFLICT on (session, localId)) and the insert
-        are one atomic step even with concurrent writers on PostgreSQL. A duplicate rolls the
-        unit back, so the seq stays gapless.
-        """
-        own = {"b_sid": session_id, "b_uid": user_id}
-        now = self.app.clock()
-        if self._message_statement is not None:
-            return await self._add_message_pg(own, now, content, local_id)
-
-        async def unit(tx: Tx) -> MessageResult | None:
-            seq = await tx.fetch_val(_NEXT_MESSAGE_SEQ, {**own, "b_now": now})
-            if seq is None:
-                return None
-            row = await tx.fetch_one(
-                self._insert_message,
-                {
-                    "b_id": new_id(),
-                    "b_sid": session_id,
-                    "b_seq": seq,
-                    "b_local": local_id,
-                    "b_content": content,
-                    "b_now": now,
-                },
-            )
-            if row is None:  # the localId is already stored: roll the seq back
-                existing = await tx.fetch_one(
-                    _FIND_LOCAL_ID, {"b_sid": session_id, "b_local": local_id}
-                )
-                assert existing is not None
-                raise _Duplicate(message_json(existing))
-            return MessageResult(
-                message_json(row), True, await self.app.accounts.next_seq(user_id, tx)
-            )
-
-        try:
-            return await (write or self.app.db.write)(unit)
-        except _Duplicate as duplicate:
-            return MessageResult(duplicate.message, False, None)
-
-    async def _add_message_pg(
-        self, own: dict[str, Any], now: int, content: str, local_id: str | None
-    ) -> MessageResult | None:
-        """PostgreSQL: the whole message in one statement and one round trip."""
-        values = {
-            **own,
-            "b_now": now,
-            "b_id": new_id(),
-            "b_local": local_id,
-            "b_content": content,
-            **self.app.accounts.seq_values(own["b_uid"], now),
-        }
-        assert self._message_statement is not None
-        try:
-            row = await self.app.db.write_one(self._message_statement, values)
-        except Exception as exc:
-            if getattr(exc, "sqlstate", None) != DUPLICATE_GUARD_SQLSTATE:
-                raise
-            existing = await self.app.db.fetch_one(
-                _FIND_LOCAL_ID, {"b_sid": own["b_sid"], "b_local": local_id}
-            )
-            if existing is None:  # pragma: no cover - the guard fires only for a stored localId
-                raise
-            return MessageResult(message_json(existing), False, None)
-        if row is None or row["session_seq"] is None:
-            return None
-        return MessageResult(message_json(row), True, int(row["user_seq"]))
 
     async def heartbeat(self, user_id: str, session_id: str, at: int, thinking: bool) -> bool:
         """``session-alive``: announce activity and queue a lazy write; False when ignored."""
