@@ -5,7 +5,7 @@
 
 Creates an app with ``create_app``, one machine and one artifact, then calls
 ``service("machines").compare_and_set`` for each field and the artifacts plugin's
-``ArtifactStore.update`` (header and body together) sequentially, and prints calls/s and this
+``ArtifactsService.update`` (header and body together) sequentially, and prints calls/s and this
 process's CPU per call. PostgreSQL: a fresh database ``hs_micro_<pid>`` on
 127.0.0.1:5432, dropped afterwards.
 """
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from happy_socket_artifacts.service import ArtifactStore, Part
+from happy_socket_artifacts import ArtifactsService, Part
 
 from happy_socket import Settings, create_app
 
@@ -46,7 +46,7 @@ async def measure(db: str, calls: int) -> None:
                 )
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             report(db, field, calls, wall, cpu)
-        store = ArtifactStore(app)
+        store = app.service(ArtifactsService)
         await store.create("bench-user", "bench-artifact", b"h", b"b", b"k")
         version = 1
         wall, cpu = time.perf_counter(), time.process_time()
@@ -55,8 +55,8 @@ async def measure(db: str, calls: int) -> None:
             outcome = await store.update(
                 "bench-user", "bench-artifact", Part(data, version), Part(data, version)
             )
-            assert outcome.status == "success" and outcome.row is not None
-            version = int(outcome.row["header_version"])
+            assert outcome.is_changed
+            version = int(outcome.current["header_version"])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         report(db, "artifact", calls, wall, cpu)
     finally:

@@ -1,4 +1,7 @@
-"""Socket events ``artifact-read|create|update|delete`` (PROTOCOL.md §4.3); envelope ``result``."""
+"""Socket events ``artifact-read|create|update|delete`` (PROTOCOL.md §4.3); envelope ``result``.
+
+Thin adapters over :class:`ArtifactsService`, which writes, allocates the seq and emits.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,15 @@ import base64
 import binascii
 from typing import Any
 
-from happy_socket import Context, HandlerError, InvalidParams, NotFound, UserScopedOnly
+from happy_socket import Context, HandlerError, InvalidParams, NotFound
 from happy_socket.validation import is_int, is_number, require_id, require_object
 
-from .service import MAX_VERSION, ArtifactStore, Part, b64, new_artifact_body, serialize
-
-NOT_FOUND = "Artifact not found"
-OTHER_ACCOUNT = "Artifact with this ID already exists for another account"
+from .service import MAX_VERSION, NOT_FOUND, ArtifactsService, Part
+from .wire import b64, serialize
 
 
-def _store(ctx: Context) -> ArtifactStore:
-    return ArtifactStore(ctx.app)
+def _service(ctx: Context) -> ArtifactsService:
+    return ctx.service(ArtifactsService)
 
 
 def _decode(value: Any) -> bytes:
@@ -30,7 +31,8 @@ def _decode(value: Any) -> bytes:
 
 
 def _artifact_id(data: Any, key: str) -> str:
-    return require_id(require_object(data), key)
+    """A bad payload or id is always ``Invalid parameters`` (the message the events document)."""
+    return require_id(require_object(data), key, error=InvalidParams())
 
 
 def _absent(value: Any) -> bool:
@@ -55,8 +57,7 @@ def _part(value: Any, error: str) -> Part | None:
 
 async def artifact_read(ctx: Context, data: Any) -> dict[str, Any]:
     """``{artifactId}`` -> ``{result: "success", artifact}``."""
-    artifact_id = _artifact_id(data, "artifactId")
-    row = await _store(ctx).read(ctx.user_id, artifact_id)
+    row = await _service(ctx).get(ctx.user_id, _artifact_id(data, "artifactId"))
     if row is None:
         raise NotFound(NOT_FOUND)
     return {"result": "success", "artifact": serialize(row)}
@@ -66,14 +67,8 @@ async def artifact_create(ctx: Context, data: Any) -> dict[str, Any]:
     """``{id, header, body, dataEncryptionKey}`` (b64) -> the new or existing artifact."""
     artifact_id = _artifact_id(data, "id")
     header, body, key = (_decode(data.get(k)) for k in ("header", "body", "dataEncryptionKey"))
-    created = await _store(ctx).create(ctx.user_id, artifact_id, header, body, key)
-    if created.row is None:
-        raise HandlerError(OTHER_ACCOUNT)
-    if created.update_seq is not None:
-        await ctx.router.send_update(
-            ctx.user_id, created.update_seq, new_artifact_body(created.row), UserScopedOnly()
-        )
-    return {"result": "success", "artifact": serialize(created.row)}
+    row = await _service(ctx).create(ctx.user_id, artifact_id, header, body, key)
+    return {"result": "success", "artifact": serialize(row)}
 
 
 async def artifact_update(ctx: Context, data: Any) -> dict[str, Any]:
@@ -83,36 +78,27 @@ async def artifact_update(ctx: Context, data: Any) -> dict[str, Any]:
         raise HandlerError("No updates provided")
     header = _part(data.get("header"), "Invalid header parameters")
     body = _part(data.get("body"), "Invalid body parameters")
-    outcome = await _store(ctx).update(ctx.user_id, artifact_id, header, body)
-    if outcome.status == "not-found" or outcome.row is None:
+    result = await _service(ctx).update(ctx.user_id, artifact_id, header, body)
+    if result.is_missing:
         raise NotFound(NOT_FOUND)
-    row = outcome.row
-    sent = [(name, part) for name, part in (("header", header), ("body", body)) if part is not None]
-    if outcome.status == "version-mismatch":
+    row = result.current
+    sent = [name for name, part in (("header", header), ("body", body)) if part is not None]
+    if result.is_mismatch:
         reply: dict[str, Any] = {"result": "version-mismatch"}
-        for name, _ in sent:
+        for name in sent:
             reply[name] = {
                 "currentVersion": int(row[f"{name}_version"]),
                 "currentData": b64(row[name]),
             }
         return reply
     reply = {"result": "success"}
-    update: dict[str, Any] = {"t": "update-artifact", "artifactId": artifact_id}
-    for name, _ in sent:
-        version, value = int(row[f"{name}_version"]), b64(row[name])
-        reply[name] = {"version": version, "data": value}
-        update[name] = {"value": value, "version": version}
-    assert outcome.update_seq is not None
-    await ctx.router.send_update(ctx.user_id, outcome.update_seq, update, UserScopedOnly())
+    for name in sent:
+        reply[name] = {"version": int(row[f"{name}_version"]), "data": b64(row[name])}
     return reply
 
 
 async def artifact_delete(ctx: Context, data: Any) -> dict[str, Any]:
-    """``{artifactId}`` -> ``{result: "success"}`` and ``delete-artifact``."""
-    artifact_id = _artifact_id(data, "artifactId")
-    seq = await _store(ctx).delete(ctx.user_id, artifact_id)
-    if seq is None:
+    """``{artifactId}`` -> ``{result: "success"}`` (the service emits ``delete-artifact``)."""
+    if not await _service(ctx).delete(ctx.user_id, _artifact_id(data, "artifactId")):
         raise NotFound(NOT_FOUND)
-    body = {"t": "delete-artifact", "artifactId": artifact_id}
-    await ctx.router.send_update(ctx.user_id, seq, body, UserScopedOnly())
     return {"result": "success"}

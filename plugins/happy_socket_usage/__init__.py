@@ -1,14 +1,16 @@
 """Usage reports (PROTOCOL.md §4.6): token/cost totals per (user, session-or-none, key).
 
-Needs the ``sessions`` plugin (its service answers ownership and announces deletes).
+The socket event ``usage-report`` stores them; ``POST /v1/usage/query`` sums them per hour or
+day. Needs the ``sessions`` plugin (its service answers ownership and announces deletes).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from happy_socket import App, Registry, Services, hookimpl
+from happy_socket import App, Registry, Routes, Services, hookimpl
 
+from . import http
 from .handlers import usage_report
 from .service import UsageService
 from .tables import usage_reports
@@ -31,6 +33,11 @@ def register_tables(metadata: sa.MetaData) -> None:
 @hookimpl
 def register_handlers(registry: Registry) -> None:
     registry.add("usage-report", usage_report, envelope="success", ordered=True)
+
+
+@hookimpl
+def register_routes(routes: Routes) -> None:
+    http.register(routes)
 
 
 @hookimpl

@@ -28,4 +28,6 @@ usage_reports = sa.Table(
     sa.Index(
         "ux_usage_reports_account_session_key", "account_id", "session_id", "key", unique=True
     ),
+    # POST /v1/usage/query pages through a user's reports by creation time
+    sa.Index("ix_usage_reports_account_created", "account_id", "created_at", "id"),
 )
