@@ -10,21 +10,20 @@ from typing import TYPE_CHECKING, Any
 import socketio
 
 from .compat import engineio as engineio_compat
-from .context import ClientType, Connection, Context, OrderSlot
+from .context import Connection, Context, OrderSlot
 from .errors import HandlerError, InternalError, InvalidParams, Unauthorized
+from .handshake import (
+    connection_for,
+)
+from .packets import NAME_NOT_STRING, packet_problem, trim_environ, unnamed_event
 from .registry import Handler
 from .routing import rooms_of
+from .validation import refused_input
 
 if TYPE_CHECKING:
     from .app import App
 
 log = logging.getLogger("happy_socket.dispatch")
-
-MISSING_TOKEN = "Missing authentication token"
-MISSING_SESSION = "Session ID required for session-scoped clients"
-MISSING_MACHINE = "Machine ID required for machine-scoped clients"
-INVALID_TOKEN = "Invalid authentication token"
-AUTH_FAILED = "Internal error"  # an authenticate hook raised: the token could not be checked
 
 UNKNOWN_EVENT = "Unknown event"
 # No plugin serves the event, so its envelope is unknown: this ack reads as a failure in all
@@ -39,22 +38,6 @@ UNKNOWN_EVENT_ACK: dict[str, Any] = {
 
 DEFAULT_MAX_PENDING = 1000  # ordered events started or waiting, per socket, before it is paused
 DEFAULT_MAX_CONCURRENT = 1000  # other events running at once, per socket, before it is paused
-MAX_DEPTH = 32  # protocol payloads nest 3 levels; deeper input is refused before any handler
-
-
-def too_deep(data: Any, limit: int = MAX_DEPTH) -> bool:
-    """True when ``data`` nests lists/objects deeper than ``limit`` (iterative, no recursion)."""
-    stack: list[tuple[Any, int]] = [(data, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            value = value.values()
-        elif not isinstance(value, list):
-            continue
-        if depth >= limit:
-            return True
-        stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
-    return False
 
 
 class SocketWork:
@@ -75,28 +58,6 @@ class SocketWork:
         self.room: asyncio.Future[None] | None = None
 
 
-def _text(value: Any, limit: int = 512) -> str | None:
-    return value if isinstance(value, str) and value and len(value) <= limit else None
-
-
-#: Request headers python-socketio's environ keeps after the handshake (``sio.get_environ``).
-KEPT_HEADERS = frozenset(
-    {"HTTP_HOST", "HTTP_ORIGIN", "HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP"}
-)
-
-
-def trim_environ(environ: dict[str, Any]) -> None:
-    """Drop what an accepted socket's environ no longer needs (~4 KB per connection).
-
-    The environ lives as long as the socket. engine.io builds a class per request for its
-    ``wsgi.input`` and copies every request header; after the handshake only the
-    non-header keys and :data:`KEPT_HEADERS` stay.
-    """
-    environ.pop("wsgi.input", None)
-    for key in [k for k in environ if k.startswith("HTTP_") and k not in KEPT_HEADERS]:
-        del environ[key]
-
-
 class Dispatcher:
     """Owns the live connections of this process and runs handlers for their events."""
 
@@ -105,6 +66,7 @@ class Dispatcher:
         self.connections: dict[str, Connection] = {}
         self._work: dict[str, SocketWork] = {}  # by socket.io sid
         self._work_by_eio: dict[str, SocketWork] = {}  # the same, by engine.io sid
+        self._per_user: dict[str, int] = {}  # accepted sockets of each user in this process
         self.max_pending = max_pending
         self.max_concurrent = DEFAULT_MAX_CONCURRENT
         self.in_flight = 0  # handlers running now (all sockets)
@@ -129,7 +91,17 @@ class Dispatcher:
             work = self._work_by_eio.get(eio_sid)
             if work is not None and work.room is not None:
                 await self._wait_for_room(work)
-            result = await deliver(eio_sid, data)
+            problem = packet_problem(data)
+            if problem == NAME_NOT_STRING:
+                data = unnamed_event(data)  # answered "Unknown event" like any unknown name
+            elif problem is not None:
+                await self._close_for(eio_sid, problem)
+                return None
+            try:
+                result = await deliver(eio_sid, data)
+            except Exception as exc:  # a packet python-socketio cannot parse: close, not limp on
+                await self._close_for(eio_sid, f"unreadable packet ({type(exc).__name__})")
+                return None
             if work is not None and (
                 work.pending * 2 >= self.max_pending or work.running * 2 >= self.max_concurrent
             ):
@@ -139,6 +111,12 @@ class Dispatcher:
             return result
 
         return on_message
+
+    async def _close_for(self, eio_sid: str, problem: str) -> None:
+        """Close a socket that sent a packet the protocol never carries; it may reconnect."""
+        log.info("closing eio sid %s: %s", eio_sid, problem)
+        self._app.metrics.events.labels("(packet)", "rejected").inc()
+        await self._app.sio.eio.disconnect(eio_sid)
 
     async def _wait_for_room(self, work: SocketWork) -> None:
         """Wait until ``work`` has room, keeping the socket alive while its reader is paused."""
@@ -180,39 +158,19 @@ class Dispatcher:
 
     async def authenticate(self, sid: str, auth: Any) -> Connection:
         """Turn a handshake ``auth`` into a Connection or refuse with the exact message."""
-        auth = auth if isinstance(auth, dict) else {}
-        token = auth.get("token")
-        if not isinstance(token, str) or not token:
-            raise socketio.exceptions.ConnectionRefusedError(MISSING_TOKEN)
-        client_type = ClientType.parse(auth.get("clientType"))
-        session_id = _text(auth.get("sessionId"))
-        machine_id = _text(auth.get("machineId"))
-        if client_type is ClientType.SESSION and session_id is None:
-            raise socketio.exceptions.ConnectionRefusedError(MISSING_SESSION)
-        if client_type is ClientType.MACHINE and machine_id is None:
-            raise socketio.exceptions.ConnectionRefusedError(MISSING_MACHINE)
-        try:
-            user_id = await self._app.authenticate(token, auth)
-        except Exception:
-            # the token may be fine (the database is down, say): don't tell the client it is
-            # invalid — a client that believes that drops its credentials
-            log.exception("authenticate hook failed for sid %s", sid)
-            raise socketio.exceptions.ConnectionRefusedError(AUTH_FAILED) from None
-        if user_id is None:
-            raise socketio.exceptions.ConnectionRefusedError(INVALID_TOKEN)
-        return Connection(
-            sid=sid,
-            user_id=user_id,
-            client_type=client_type,
-            session_id=session_id if client_type is ClientType.SESSION else None,
-            machine_id=machine_id if client_type is ClientType.MACHINE else None,
-            happy_client=_text(auth.get("happyClient")),
-            app_state=_text(auth.get("appState"), 64),
-            auth=auth,
-        )
+        return await connection_for(self._app, sid, auth, lambda user: self._per_user.get(user, 0))
 
-    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        """python-socketio's connect handler: events of the socket wait until it returns."""
+    async def on_connect(
+        self, sid: str, environ: Any = None, auth: Any = None, *extra: Any
+    ) -> dict[str, Any] | None:
+        """python-socketio's connect handler: events of the socket wait until it returns.
+
+        A client can also *send* an event named ``connect`` (``42["connect",{},{...}]``);
+        python-socketio routes it here too. Such a frame comes from an accepted socket and is
+        answered ``Unknown event``: it never reaches the handshake.
+        """
+        if sid in self.connections or not isinstance(environ, dict):
+            return self._reserved_from_client("connect", sid)
         try:
             conn = await self.authenticate(sid, auth)
         except socketio.exceptions.ConnectionRefusedError as refused:
@@ -233,16 +191,18 @@ class Dispatcher:
             )
             await self._app.run_hook("on_connect", ctx=self.context(conn, "core", "connect"))
             trim_environ(environ)
+            return None
         except Exception:  # never leave the client hanging without connect or connect_error
             log.exception("accepting sid %s failed", sid)
-            self.connections.pop(sid, None)
-            self._forget_work(sid)
+            self._forget_connection(sid)
             raise socketio.exceptions.ConnectionRefusedError("Internal error") from None
 
-    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        """python-socketio's disconnect handler."""
-        conn = self.connections.pop(sid, None)
-        self._forget_work(sid)
+    async def on_disconnect(self, sid: str, reason: Any = None, *extra: Any) -> Any:
+        """python-socketio's disconnect handler (a client's event named ``disconnect`` —
+        the socket is still connected then — is answered ``Unknown event`` and changes nothing)."""
+        if self._app.sio.manager.is_connected(sid, "/"):
+            return self._reserved_from_client("disconnect", sid)
+        conn = self._forget_connection(sid)
         if conn is None:
             return
         self._app.metrics.connections.labels(conn.client_type.value).dec()
@@ -253,10 +213,22 @@ class Dispatcher:
     def accept(self, conn: Connection, eio_sid: str | None = None) -> None:
         """Count ``conn`` as a live socket of this process (in-process tests call it directly)."""
         self.connections[conn.sid] = conn
+        self._per_user[conn.user_id] = self._per_user.get(conn.user_id, 0) + 1
         work = SocketWork(eio_sid)
         self._work[conn.sid] = work
         if eio_sid is not None:
             self._work_by_eio[eio_sid] = work
+
+    def _forget_connection(self, sid: str) -> Connection | None:
+        conn = self.connections.pop(sid, None)
+        if conn is not None:
+            left = self._per_user.get(conn.user_id, 1) - 1
+            if left > 0:
+                self._per_user[conn.user_id] = left
+            else:
+                self._per_user.pop(conn.user_id, None)
+        self._forget_work(sid)
+        return conn
 
     def _forget_work(self, sid: str) -> None:
         work = self._work.pop(sid, None)
@@ -271,10 +243,19 @@ class Dispatcher:
 
     # -- events --------------------------------------------------------------
 
-    async def on_unknown_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
-        """An event no plugin serves: answered ``Unknown event`` when the client asks for an ack."""
+    async def on_unknown_event(self, event: Any, sid: Any = None, *args: Any) -> dict[str, Any]:
+        """An event no plugin serves: answered ``Unknown event`` when the client asks for an ack.
+
+        python-socketio calls the catch-all as ``(event, sid, *args)``, but an event *named*
+        ``*`` as ``(sid, *args)``; either way the answer is the same.
+        """
         log.debug("unknown event %r from sid %s", event, sid)
         self._app.metrics.events.labels("(unknown)", "rejected").inc()
+        return dict(UNKNOWN_EVENT_ACK)
+
+    def _reserved_from_client(self, event: str, sid: str) -> dict[str, Any]:
+        log.info("refused a client event named %r from sid %s", event, sid)
+        self._app.metrics.events.labels("(reserved)", "rejected").inc()
         return dict(UNKNOWN_EVENT_ACK)
 
     def _bind(self, handler: Handler) -> Any:
@@ -341,7 +322,7 @@ class Dispatcher:
             if conn is None:
                 outcome = "rejected"
                 return Unauthorized().render(handler.envelope)
-            if too_deep(data):
+            if refused_input(data) is not None:
                 outcome = "rejected"
                 return InvalidParams().render(handler.envelope)
             try:

@@ -30,7 +30,7 @@ from .errors import (
     TooBusy,
     Unauthorized,
 )
-from .validation import query_int
+from .validation import query_int, refused_input
 
 if TYPE_CHECKING:
     from .app import App
@@ -123,6 +123,11 @@ class HttpContext:
             raise InvalidParams("Invalid JSON body") from None
         if not isinstance(data, dict):
             raise InvalidParams("Request body must be a JSON object")
+        problem = refused_input(data)
+        if problem is not None:
+            raise InvalidParams(
+                "Nested too deep" if problem == "depth" else "NUL characters are not accepted"
+            )
         return data
 
 

@@ -9,6 +9,28 @@ import orjson
 
 _EXTRA = ("event", "user", "sid", "plugin")
 
+# C0 and C1 control characters, DEL and the Unicode line/paragraph separators: a client's text
+# (a happyClient, an event name) holding them could forge or hide lines in a text log
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+_CONTROLS |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+_CONTROLS |= {0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    return text.translate(_CONTROLS)
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines; the message (arguments included) never spans lines or carries controls.
+
+    Tracebacks still follow on their own lines: they come from the server, not from clients.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
 
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any event/user/sid fields."""
@@ -35,7 +57,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+            TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -94,6 +94,7 @@ class Settings:
     cors_origins: tuple[str, ...] = attrs.field(default=("*",), converter=_names)
     max_packet_bytes: int = 1_000_000
     max_body_bytes: int = 32 * 1024 * 1024  # HTTP request bodies
+    max_sockets_per_user: int = 100  # open sockets of one account on one process
     per_message_deflate: bool = False
     # Plugin-specific options, by plugin name: {"rpc": {"grace": 10.0}}
     plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)

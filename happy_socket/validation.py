@@ -18,6 +18,7 @@ from typing import Any
 from .errors import HandlerError, InvalidParams
 
 MAX_ID_LENGTH = 256
+MAX_DEPTH = 32  # protocol payloads nest 3 levels; deeper input is refused before any handler
 INT64 = 2**63 - 1
 
 # what JavaScript's Number() accepts as a decimal literal (after trimming whitespace)
@@ -201,3 +202,29 @@ def js_number(raw: str) -> float | None:
 
 def _within(value: int, minimum: int | None, maximum: int | None) -> bool:
     return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+
+
+def refused_input(data: Any, limit: int = MAX_DEPTH) -> str | None:
+    """Why ``data`` is refused before any handler sees it, or None.
+
+    Nested deeper than ``limit`` lists/objects, or a string (value or key) holding NUL: no happy
+    client sends one, and PostgreSQL cannot store one. Iterative, no recursion.
+    """
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return "nul"
+            continue
+        if isinstance(value, dict):
+            for key in value:
+                if "\x00" in key:
+                    return "nul"
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        if depth >= limit:
+            return "depth"
+        stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list | str))
+    return None

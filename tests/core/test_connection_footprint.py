@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from happy_socket.dispatch import KEPT_HEADERS
 from happy_socket.lean import LeanEvent, LeanQueue
+from happy_socket.packets import KEPT_HEADERS
 from happy_socket.testing import ServerHarness
 from happy_socket.websocket import websocket_protocol
 

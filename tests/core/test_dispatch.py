@@ -22,9 +22,9 @@ from happy_socket import (
 )
 from happy_socket.app import App
 from happy_socket.context import ClientType, Connection
-from happy_socket.dispatch import MAX_DEPTH
 from happy_socket.registry import Handler
 from happy_socket.testing import ServerHarness
+from happy_socket.validation import MAX_DEPTH
 
 seen_order: list[int] = []
 
@@ -223,7 +223,7 @@ ODD_INPUTS: list[Any] = [
     [1, [2, [3]]],
     {"a": None},
     {"nested": [[[[[[[[[[]]]]]]]]]]},
-    "\u0000\ud7ff\uffff",
+    "\ud7ff\uffff",
     {"sid": {"$gt": ""}},
 ]
 
@@ -275,10 +275,26 @@ async def test_ordered_over_a_real_socket(demo: ServerHarness) -> None:
     assert [r["i"] for r in results] == list(range(300))
 
 
-async def test_payload_nested_past_the_parser_limit_is_dropped_not_fatal(
-    demo: ServerHarness,
-) -> None:
+async def test_nul_anywhere_is_refused_before_the_handler(demo: ServerHarness) -> None:
     sock = await demo.client("alice")
+    for value in ("\u0000\ud7ff", {"a": ["x\u0000"]}, {"k\u0000": 1}):
+        assert await sock.call("echo", value) == {
+            "result": "error",
+            "message": "Invalid parameters",
+        }
+    assert await sock.call("ping") == {}
+
+
+async def test_a_packet_the_parser_refuses_closes_only_its_socket(demo: ServerHarness) -> None:
+    sock = await demo.client("alice")
+    other = await demo.client("alice")
     # raw socket.io EVENT packet: the Python client itself cannot encode this depth
     await sock.client.eio.send('2["echo",' + "[" * 1100 + "]" * 1100 + "]")
-    assert await sock.call("ping") == {}
+    for _ in range(100):
+        if not sock.client.connected:
+            break
+        await asyncio.sleep(0.02)
+    assert not sock.client.connected  # a socket either works or is closed
+    assert await other.call("ping") == {}
+    again = await demo.client("alice")
+    assert await again.call("ping") == {}

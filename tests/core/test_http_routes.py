@@ -362,3 +362,14 @@ def test_services_are_found_by_class() -> None:
 
     with pytest.raises(LookupError, match="No enabled plugin publishes a Unpublished service"):
         app.service(Unpublished)
+
+
+async def test_nul_and_deep_nesting_in_bodies_are_refused(http: AppClient) -> None:
+    reply = await http.post("/body", content=b'{"a": "x\\u0000y"}')
+    assert (reply.status_code, reply.json()["message"]) == (400, "NUL characters are not accepted")
+    reply = await http.post("/body", content=b'{"k\\u0000": 1}')
+    assert reply.status_code == 400
+    deep = "[" * 40 + "]" * 40
+    reply = await http.post("/body", content=('{"a": ' + deep + "}").encode())
+    assert (reply.status_code, reply.json()["message"]) == (400, "Nested too deep")
+    assert (await http.post("/body", json={"a": "\\u0000 as text"})).status_code == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from happy_socket.dispatch import INVALID_TOKEN, MISSING_MACHINE, MISSING_SESSION, MISSING_TOKEN
+from happy_socket.handshake import INVALID_TOKEN, MISSING_MACHINE, MISSING_SESSION, MISSING_TOKEN
 from happy_socket.testing import ServerHarness
 
 

@@ -18,6 +18,7 @@ REFUSALS = {
     "Session ID required for session-scoped clients",
     "Machine ID required for machine-scoped clients",
     "Invalid authentication token",
+    "Authentication data too large",  # the auth object over 4 KB as JSON
 }
 
 

@@ -218,6 +218,13 @@ async def test_concurrent_writers_one_wins(server: ServerHarness, http: httpx.As
             assert await sock.nothing("update", within=0.1)
 
 
+NUL_REFUSED = {
+    "error": "Error",
+    "message": "NUL characters are not accepted",
+    "statusCode": 400,
+}  # by the core, before the route
+
+
 async def test_settings_validation(server: ServerHarness, http: httpx.AsyncClient) -> None:
     path = "/v1/account/settings"
 
@@ -228,7 +235,7 @@ async def test_settings_validation(server: ServerHarness, http: httpx.AsyncClien
         ({}, invalid("settings")),
         ({"expectedVersion": 0}, invalid("settings")),
         ({"settings": 5, "expectedVersion": 0}, invalid("settings")),
-        ({"settings": "a\x00b", "expectedVersion": 0}, invalid("settings")),
+        ({"settings": "a\x00b", "expectedVersion": 0}, (400, NUL_REFUSED)),
         ({"settings": "s"}, invalid("expectedVersion")),
         ({"settings": "s", "expectedVersion": -1}, invalid("expectedVersion")),
         ({"settings": "s", "expectedVersion": 1.5}, invalid("expectedVersion")),

@@ -161,3 +161,37 @@ async def test_replays_recorded_by_earlier_versions_still_count(
         reply = await http.post("/v1/auth", json=body)
         assert (reply.status_code, reply.json()) == (401, {"error": "Challenge already used"})
         assert (await http.post("/v1/auth", json=phone.login_body())).status_code == 200
+
+
+ED25519_L = 2**252 + 27742317777372353535851937790883648493  # the group order
+
+
+async def test_small_order_keys_and_non_canonical_signatures_are_refused(
+    http: httpx.AsyncClient,
+) -> None:
+    identity = bytes([1]) + bytes(31)  # the neutral point: "verifies" anything permissively
+    for public_key, signature in (
+        (identity, identity + bytes(32)),
+        (bytes(32), bytes(64)),
+        (bytes([0xFF] * 32), bytes(64)),  # not a canonical point encoding
+    ):
+        body = {
+            "publicKey": b64(public_key),
+            "challenge": b64(b"c" * 32),
+            "signature": b64(signature),
+        }
+        reply = await http.post("/v1/auth", json=body)
+        assert (reply.status_code, reply.json()) == (401, {"error": "Invalid signature"})
+    # a valid signature with S + L (the same signature, written differently) is refused, and a
+    # replay of a challenge with another encoding of its signature is "already used"
+    phone = Phone()
+    body = phone.login_body()
+    signature = base64.b64decode(body["signature"])
+    s = int.from_bytes(signature[32:], "little") + ED25519_L
+    if s < 2**256:
+        malleated = signature[:32] + s.to_bytes(32, "little")
+        reply = await http.post("/v1/auth", json={**body, "signature": b64(malleated)})
+        assert (reply.status_code, reply.json()) == (401, {"error": "Invalid signature"})
+    assert (await http.post("/v1/auth", json=body)).status_code == 200
+    reply = await http.post("/v1/auth", json=body)
+    assert (reply.status_code, reply.json()) == (401, {"error": "Challenge already used"})
