@@ -14,6 +14,11 @@
 //                     successes/s, and the final version checked against start + successes.
 //   rpc               {holder: {url, token, machineId}, caller: {url, token}, inflight?: 1}
 //                     calls/s and p50/p99 with `inflight` calls outstanding.
+//   v3-post           {url, token, sessionId, batch: 1|20, inflight?: 8}: POST
+//                     /v3/sessions/:id/messages with `batch` new 200-byte messages each,
+//                     `inflight` requests outstanding; messages/s and p50/p99 per request.
+//   v3-get            {url, token, sessionId, limit?: 100}: page the whole (pre-filled) session
+//                     forward with after_seq, again and again; messages/s and p50/p99 per page.
 //   connect           {urls: [..], tokens: [..], count, concurrency?: 500}: open `count`
 //                     sockets; prints {"ready": ..} when all are open, waits for a line on
 //                     stdin, closes them and prints the result.
@@ -269,7 +274,60 @@ async function connectMany() {
   return result;
 }
 
+async function v3Post() {
+  const batch = cfg.batch ?? 1;
+  const inflight = cfg.inflight ?? 8;
+  const url = `${cfg.url}/v3/sessions/${cfg.sessionId}/messages`;
+  const headers = { Authorization: `Bearer ${cfg.token}`, "Content-Type": "application/json" };
+  const samples = [];
+  let stored = 0, errors = 0, n = 0;
+  const prefix = `${process.pid}-${Date.now()}`;
+  const t0 = now();
+  const stopAt = t0 + DURATION;
+  const lane = async () => {
+    while (now() < stopAt) {
+      const messages = [];
+      for (let i = 0; i < batch; i++) messages.push({ localId: `${prefix}-${n++}`, content: BODY });
+      const start = now();
+      const reply = await fetch(url, { method: "POST", headers, body: JSON.stringify({ messages }) });
+      const body = await reply.json();
+      samples.push(now() - start);
+      if (reply.status === 200) stored += body.messages.length;
+      else errors++;
+    }
+  };
+  await Promise.all(Array.from({ length: inflight }, lane));
+  const elapsed = (now() - t0) / 1000;
+  return { batch, inflight, stored, errors, seconds: Math.round(elapsed * 1000) / 1000,
+    perSecond: Math.round(stored / elapsed), ...stats(samples) };
+}
+
+async function v3Get() {
+  const limit = cfg.limit ?? 100;
+  const headers = { Authorization: `Bearer ${cfg.token}` };
+  const samples = [];
+  let read = 0, errors = 0, after = 0;
+  const t0 = now();
+  while (now() < t0 + DURATION) {
+    const start = now();
+    const reply = await fetch(
+      `${cfg.url}/v3/sessions/${cfg.sessionId}/messages?after_seq=${after}&limit=${limit}`,
+      { headers },
+    );
+    const body = await reply.json();
+    samples.push(now() - start);
+    if (reply.status !== 200) { errors++; continue; }
+    read += body.messages.length;
+    after = body.hasMore ? body.messages[body.messages.length - 1].seq : 0;
+  }
+  const elapsed = (now() - t0) / 1000;
+  return { limit, read, errors, seconds: Math.round(elapsed * 1000) / 1000,
+    perSecond: Math.round(read / elapsed), ...stats(samples) };
+}
+
 const scenarios = {
+  "v3-post": v3Post,
+  "v3-get": v3Get,
   "messages-flood": messagesFlood,
   "messages-latency": messagesLatency,
   "metadata-seq": metadataSeq,

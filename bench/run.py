@@ -204,6 +204,11 @@ def scenarios(t: Target, main: str, duration_ms: int) -> Iterator[tuple[str, dic
         "messages 1 in flight",
         {**common, "scenario": "messages-latency", "senders": senders, "receiver": receiver},
     )
+    if t.name != "relay":  # HTTP routes: the relay has none
+        v3 = {**common, "url": t.a.url, "token": token, "sessionId": t.sessions[0]}
+        yield "POST /v3 batch 1", {**v3, "scenario": "v3-post", "batch": 1}
+        yield "POST /v3 batch 20", {**v3, "scenario": "v3-post", "batch": 20}
+        yield "GET /v3 paging", {**v3, "scenario": "v3-get", "limit": 100}
     meta = {"token": token, "sessionId": t.sessions[4]}
     yield "update-metadata seq", {**common, "scenario": "metadata-seq", "url": t.a.url, **meta}
     urls = [s.url for s in t.servers]

@@ -48,6 +48,18 @@ class Accounts:
             .on_conflict_do_update(index_elements=["id"], set_={"seq": accounts.c.seq + 1})
             .returning(accounts.c.seq)
         )
+        count = sa.bindparam("count", type_=sa.BigInteger)
+        self._next_seqs = (
+            db.insert(accounts)
+            .values(
+                id=sa.bindparam("user_id"),
+                seq=count,
+                created_at=sa.bindparam("created_at"),
+                updated_at=sa.bindparam("updated_at"),
+            )
+            .on_conflict_do_update(index_elements=["id"], set_={"seq": accounts.c.seq + count})
+            .returning(accounts.c.seq)
+        )
 
     def next_seq_after(self, change: sa.CTE) -> sa.CTE:
         """A CTE that allocates the user's next update seq only if ``change`` returned a row.
@@ -153,6 +165,14 @@ class Accounts:
     def seq_values(user_id: str, now: int) -> dict[str, Any]:
         """The bind values of the seq statements (``next_seq``, ``next_seq_after``)."""
         return {"user_id": user_id, "created_at": now, "updated_at": now}
+
+    async def next_seqs(self, user_id: str, count: int, tx: Tx) -> list[int]:
+        """Allocate ``count`` consecutive update seqs of the user in one statement."""
+        if count < 1:
+            return []
+        values = {**self.seq_values(user_id, now_ms()), "count": count}
+        last = int(await tx.fetch_val(self._next_seqs, values))
+        return list(range(last - count + 1, last + 1))
 
     async def next_seq(self, user_id: str, tx: Tx | None = None) -> int:
         """Allocate the user's next update seq (one atomic upsert; creates the account)."""
