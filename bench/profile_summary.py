@@ -21,7 +21,7 @@ BUCKETS = [
     ),
     (
         "SQLite: SQLAlchemy (statement execution, parameter processing)",
-        ["_SyncTx", "exec_driver_sql"],
+        ["SyncTx", "exec_driver_sql"],
     ),
     ("write units: plugin/core Python around the statements", ["_run_batch", "Database.write"]),
     (
@@ -49,7 +49,7 @@ BUCKETS = [
 IDLE = "idle (waiting in epoll)"
 SQLITE_C = "SQLite: sqlite3 executing statements + BEGIN/SAVEPOINT/COMMIT"
 SQLITE_LEAVES = (
-    "_SyncTx._raw ",
+    "SyncTx._raw ",
     "_Raw.execute ",
     "DefaultDialect.do_execute ",
     "_Raw.busy_timeout_ms ",

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import sys
 from typing import Any
 
@@ -70,21 +71,28 @@ async def wait_for(received: list[tuple[str, Any]], predicate: Any, timeout: flo
             await asyncio.sleep(0.01)
 
 
+async def post(http: httpx.AsyncClient, path: str, token: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` with the bearer token; the JSON answer (an HTTP error raises)."""
+    response = await http.post(path, headers={"Authorization": f"Bearer {token}"}, json=body)
+    response.raise_for_status()
+    return response.json()
+
+
 async def walkthrough(url: str, log: Any = print) -> dict[str, Any]:
-    """Run every step against the server at ``url``; returns what it saw."""
+    """Run every step against the server at ``url``; returns what it saw.
+
+    Every run is a new account with a new machine id (machine ids are unique across accounts:
+    reusing one that another account registered answers 409), so it can run again and again.
+    """
     async with httpx.AsyncClient(base_url=url) as http:
         token = await login(http)
-        headers = {"Authorization": f"Bearer {token}"}
+        machine_id = f"machine-{secrets.token_hex(6)}"
         machine = (
-            await http.post(
-                "/v1/machines", headers=headers, json={"id": "machine-1", "metadata": "m-meta"}
-            )
-        ).json()["machine"]
+            await post(http, "/v1/machines", token, {"id": machine_id, "metadata": "m-meta"})
+        )["machine"]
         session = (
-            await http.post(
-                "/v1/sessions", headers=headers, json={"tag": "walkthrough", "metadata": "s-meta"}
-            )
-        ).json()["session"]
+            await post(http, "/v1/sessions", token, {"tag": "walkthrough", "metadata": "s-meta"})
+        )["session"]
         log(f"logged in; machine {machine['id']}, session {session['id']}")
 
     seen: dict[str, list[tuple[str, Any]]] = {"daemon": [], "session": [], "app": []}

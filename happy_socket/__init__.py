@@ -31,11 +31,12 @@ from .routing import (
     UserScopedOnly,
 )
 from .settings import Settings
-from .storage import CasResult, Database, Migrations, Outcome, Row, Tx, Unit
+from .storage import AccountMissing, CasResult, Database, Migrations, Outcome, Row, Tx, Unit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccountMissing",
     "AllUserConnections",
     "App",
     "Auth",

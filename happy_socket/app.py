@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Coroutine, Iterable
@@ -15,16 +16,19 @@ from starlette.applications import Starlette
 
 from . import jsonmod
 from .auth import Tokens, resolve_secret
+from .compat import engineio as engineio_compat
 from .context import Clock, now_ms
 from .dispatch import Dispatcher
+from .embed import EmbeddedASGI
 from .errors import ConfigError
 from .http import Routes, unmatched
-from .lean import LeanQueue
 from .metrics import Metrics
-from .plugins import call_each, make_plugin_manager, plugin_names
+from .plugins import CORE_PLUGINS, call_each, make_plugin_manager, plugin_names
 from .registry import Registry
+from .revocation import Revocation
 from .rooms import IndexedManager, IndexedRedisManager
 from .routing import RecipientFilter, Router
+from .sendqueue import SendQueue
 from .settings import Settings
 from .storage import Accounts, Database, Migrations, SchemaStatus, accounts, upgrade
 
@@ -76,6 +80,7 @@ class App:
         self.metrics = Metrics()
         self.db = Database(self.settings.db, on_batch=self.metrics.db_batch_size.observe)
         self.accounts = Accounts(self.db)
+        self.revocation = Revocation(self)  # deleted accounts' tokens and sockets, everywhere
         self.router = Router(self)
         self.registry = Registry()
         self.metadata = sa.MetaData()
@@ -113,9 +118,21 @@ class App:
             engineio_logger=False,
             transports=["polling", "websocket"],
         )
-        # engine.io's per-socket send queue: its documented factory, a lighter queue
-        sio.eio.create_queue = LeanQueue  # type: ignore[method-assign]
+        # engine.io's per-socket send queue (its documented factory): lighter, and capped
+        sio.eio.create_queue = functools.partial(  # type: ignore[method-assign]
+            SendQueue, s.max_queued_bytes, self._send_queue_overflowed
+        )
         return sio
+
+    def _send_queue_overflowed(self, queue: SendQueue) -> None:
+        """A socket's unsent data passed ``max_queued_bytes``: close it (it may reconnect)."""
+        eio_sid = engineio_compat.close_socket_of(self.sio.eio, queue)
+        self.metrics.send_overflows.inc()
+        log.warning(
+            "closed eio sid %s: more than %d bytes waiting for it (it does not read)",
+            eio_sid,
+            queue.limit,
+        )
 
     def _assemble(self) -> None:
         for hook, arg, collector in (
@@ -233,6 +250,9 @@ class App:
         """The ASGI application: Socket.IO at ``settings.socketio_path`` plus HTTP routes.
 
         The HTTP side is wrapped by every ``asgi_wrapper`` hook (the cors plugin's among them).
+        ``lifespan``: answer the ASGI lifespan with :meth:`startup`/:meth:`shutdown`. A host
+        that mounts the application runs no lifespan of it: then the first request or
+        Socket.IO connection starts the App (:class:`~happy_socket.embed.EmbeddedASGI`).
         """
         http = Starlette(
             routes=self.routes.routes,
@@ -244,9 +264,7 @@ class App:
         for wrapper in self.pm.hook.asgi_wrapper(app=self):
             if wrapper is not None:
                 wrapped = wrapper(wrapped)
-        return socketio.ASGIApp(
-            self.sio, other_asgi_app=wrapped, socketio_path=self.settings.socketio_path.strip("/")
-        )
+        return EmbeddedASGI(self, wrapped, socketio_path=self.settings.socketio_path.strip("/"))
 
     async def run_hook(self, hook: str, *, errors: str = "log", **kwargs: Any) -> list[Any]:
         """Call ``hook`` on every plugin, awaiting awaitables; log (or raise) failures."""
@@ -274,14 +292,16 @@ class App:
                     raise
                 log.exception("hook %s failed", hook)
 
-    # -- library API (PROTOCOL.md §8) ----------------------------------------
+    # -- library API (docs/protocol.md) ---------------------------------------
 
     async def authenticate(self, token: str, auth: dict[str, Any]) -> str | None:
         """The user id for ``token`` from the first ``authenticate`` hook that knows it."""
-        for _, result in call_each(self.pm, "authenticate", app=self, token=token, auth=auth):
+        for name, result in call_each(self.pm, "authenticate", app=self, token=token, auth=auth):
             if inspect.isawaitable(result):
                 result = await result
             if result is not None:
+                if name not in CORE_PLUGINS:  # a host's own users: made on first use
+                    await self.accounts.ensure(str(result))
                 return str(result)
         return None
 

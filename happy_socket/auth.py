@@ -135,7 +135,11 @@ _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').decode().rstr
 
 
 class DefaultAuth:
-    """The core's ``authenticate``: the server's own tokens of existing accounts."""
+    """The core's ``authenticate``: the server's own tokens of existing accounts.
+
+    The account check is cached for ``Accounts.known_ttl_ms`` (15 s); deleted accounts are
+    revoked on every process by ``app.revocation`` (started and stopped here).
+    """
 
     @hookimpl(trylast=True)
     async def authenticate(self, app: App, token: str, auth: dict[str, Any]) -> str | None:
@@ -143,3 +147,11 @@ class DefaultAuth:
         if user_id is None or not await app.accounts.exists(user_id):
             return None
         return user_id
+
+    @hookimpl(tryfirst=True)
+    async def startup(self, app: App) -> None:
+        await app.revocation.start()
+
+    @hookimpl
+    async def shutdown(self, app: App) -> None:
+        await app.revocation.stop()

@@ -18,7 +18,9 @@ import click
 
 from . import logs
 from .app import App, create_app
+from .compat.uvicorn import http_protocol
 from .errors import ConfigError
+from .flags import SERVE_SETTINGS, setting_options
 from .plugins import describe, make_plugin_manager
 from .settings import DEFAULT_DB_URL, LOG_LEVELS, Settings
 from .websocket import websocket_protocol
@@ -186,24 +188,7 @@ def cli() -> None:
     show_default=True,
     help="Compress websocket frames (costs CPU and memory).",
 )
-@click.option(
-    "--cors-origin",
-    "cors_origins",
-    envvar=_env("cors_origins"),
-    multiple=True,
-    default=("*",),
-    show_default=True,
-    metavar="ORIGIN",
-    help="Origin allowed to call from a browser, for HTTP and Socket.IO (repeatable; * = any).",
-)
-@click.option(
-    "--max-body-bytes",
-    envvar=_env("max_body_bytes"),
-    default=32 * 1024 * 1024,
-    show_default=True,
-    type=click.IntRange(min=1024),
-    help="Largest HTTP request body; larger ones are refused with 413 before they are read.",
-)
+@setting_options(SERVE_SETTINGS)
 @click.option(
     "--rpc-grace",
     envvar=_env("rpc_grace"),
@@ -220,9 +205,8 @@ def serve(
     log_level: str,
     log_format: str,
     per_message_deflate: bool,
-    cors_origins: tuple[str, ...],
-    max_body_bytes: int,
     rpc_grace: float,
+    **tuning: Any,
 ) -> None:
     """Serve Socket.IO at /v1/updates and the HTTP routes of the enabled plugins."""
     settings = settings.evolve(
@@ -231,8 +215,7 @@ def serve(
         log_level=log_level.lower(),
         log_format=log_format,
         per_message_deflate=per_message_deflate,
-        cors_origins=tuple(o for value in cors_origins for o in value.replace(",", " ").split()),
-        max_body_bytes=max_body_bytes,
+        **tuning,
         plugin_options={**settings.plugin_options, "rpc": {"grace": rpc_grace}},
     )
     logs.configure(settings.log_level, settings.log_format)
@@ -290,6 +273,9 @@ def _bind(host: str, port: int) -> socket.socket:
 #: storm of 10,000 sockets spent 60 % of its CPU in 17 full collections; with these, 3.
 GC_THRESHOLDS = (700, 10, 100)
 
+#: seconds an idle keep-alive HTTP connection stays open after its last response (uvicorn's)
+KEEP_ALIVE_S = 5
+
 
 async def _serve(settings: Settings) -> None:
     import uvicorn
@@ -309,7 +295,9 @@ async def _serve(settings: Settings) -> None:
             lifespan="off",
             log_level=settings.log_level,
             access_log=False,
-            ws=websocket_protocol(),
+            ws=websocket_protocol(settings.write_stall_s),
+            http=http_protocol(settings.header_timeout_s),
+            timeout_keep_alive=KEEP_ALIVE_S,
             ws_per_message_deflate=settings.per_message_deflate,
             ws_max_size=settings.max_packet_bytes,
             timeout_graceful_shutdown=3,

@@ -30,7 +30,7 @@ Clock = Callable[[], int]
 
 
 class ClientType(str, enum.Enum):
-    """The ``auth.clientType`` of a socket (PROTOCOL.md §1); unknown values are USER."""
+    """The ``auth.clientType`` of a socket (docs/protocol.md, "Handshake"); unknown values are USER."""
 
     USER = "user-scoped"
     SESSION = "session-scoped"

@@ -67,6 +67,7 @@ class Dispatcher:
         self._work: dict[str, SocketWork] = {}  # by socket.io sid
         self._work_by_eio: dict[str, SocketWork] = {}  # the same, by engine.io sid
         self._per_user: dict[str, int] = {}  # accepted sockets of each user in this process
+        self._closing: set[asyncio.Task[Any]] = set()
         self.max_pending = max_pending
         self.max_concurrent = DEFAULT_MAX_CONCURRENT
         self.in_flight = 0  # handlers running now (all sockets)
@@ -81,6 +82,30 @@ class Dispatcher:
             sio.on(handler.event, self._bind(handler))
         sio.on("*", self.on_unknown_event)
         engineio_compat.wrap_message_handler(sio.eio, self._gate)
+        engineio_compat.wrap_connect_handler(sio.eio, self._handshake_deadline)
+
+    def _handshake_deadline(
+        self, connected: engineio_compat.MessageHandler
+    ) -> engineio_compat.MessageHandler:
+        """Close an engine.io session that has not joined Socket.IO within the deadline."""
+
+        async def on_eio_connect(eio_sid: str, environ: Any) -> Any:
+            result = await connected(eio_sid, environ)
+            if result is not False:
+                loop = asyncio.get_running_loop()
+                loop.call_later(self._app.settings.handshake_timeout_s, self._expire, eio_sid)
+            return result
+
+        return on_eio_connect
+
+    def _expire(self, eio_sid: str) -> None:
+        if eio_sid in self._work_by_eio or eio_sid not in self._app.sio.eio.sockets:
+            return  # joined Socket.IO, or already gone
+        log.info("closing eio sid %s: no Socket.IO handshake within the deadline", eio_sid)
+        self._app.metrics.handshake_refusals.labels("handshake timeout").inc()
+        task = asyncio.get_running_loop().create_task(self._app.sio.eio.disconnect(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     # -- backpressure --------------------------------------------------------
 

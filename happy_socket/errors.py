@@ -12,7 +12,7 @@ from typing import Any
 
 
 class Envelope(enum.Enum):
-    """The three ack shapes of the protocol (PROTOCOL.md §4)."""
+    """The three ack shapes of the protocol (docs/protocol.md, "Events and acks")."""
 
     RESULT = "result"  # {"result": "error", "message": ...}
     OK = "ok"  # {"ok": False, "error": ...}

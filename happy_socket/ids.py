@@ -30,7 +30,7 @@ def _urandom(n: int) -> bytes:
 
 
 def random_id(length: int = 12) -> str:
-    """A random alphanumeric id (the ``update.id`` of PROTOCOL.md §3 is 12 characters)."""
+    """A random alphanumeric id (an ``update``'s ``id`` is 12: docs/protocol.md, "Updates and ephemerals")."""
     out = b""
     while len(out) < length:
         out += _urandom(length + 8).translate(_TABLE, _REJECT)

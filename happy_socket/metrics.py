@@ -69,6 +69,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.send_overflows = Counter(
+            "happy_socket_send_overflows",
+            "Sockets closed because more than max_queued_bytes waited to be sent to them.",
+            registry=self.registry,
+        )
         self.handshake_refusals = Counter(
             "happy_socket_handshake_refusals",
             "Refused handshakes by reason.",

@@ -175,7 +175,9 @@ class SharedPresence:
     ``<prefix><key>`` whose members are process tokens scored with an expiry time, added
     when the key becomes present here, removed when it stops, and refreshed every
     ``SHARED_REFRESH_S`` while present; a crashed process's entry expires within
-    ``ttl_ms``. Redis errors are logged and answered from local knowledge.
+    ``ttl_ms``. Redis errors are logged and answered from local knowledge. Start ``prefix``
+    with the deployment's ``settings.redis_channel`` (``f"{channel}:focus:"``): deployments
+    sharing one Redis must not see each other's keys.
     """
 
     def __init__(

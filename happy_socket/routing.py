@@ -1,4 +1,4 @@
-"""Rooms and recipient filters (PROTOCOL.md §2), and the Router that emits through them."""
+"""Rooms and recipient filters (docs/protocol.md), and the Router that emits through them."""
 
 from __future__ import annotations
 

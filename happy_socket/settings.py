@@ -58,9 +58,10 @@ def sqlite_path(db_url: str) -> Path | None:
 
 
 def _names(value: Any) -> tuple[str, ...]:
+    """Names from a string or an iterable of strings, each split on commas and spaces."""
     if isinstance(value, str):
-        value = value.replace(",", " ").split()
-    return tuple(str(v) for v in value)
+        value = [value]
+    return tuple(part for v in value for part in str(v).replace(",", " ").split())
 
 
 def _check_channel(_: Any, __: Any, value: str) -> None:
@@ -86,7 +87,7 @@ class Settings:
     secret: str | None = None
     log_level: str = attrs.field(default="info", validator=_check_level)
     log_format: str = "text"
-    # Socket.IO server settings (PROTOCOL.md §1)
+    # Socket.IO server settings (docs/protocol.md, "Handshake")
     socketio_path: str = "/v1/updates"
     ping_interval: float = 15.0
     ping_timeout: float = 45.0
@@ -95,6 +96,10 @@ class Settings:
     max_packet_bytes: int = 1_000_000
     max_body_bytes: int = 32 * 1024 * 1024  # HTTP request bodies
     max_sockets_per_user: int = 100  # open sockets of one account on one process
+    max_queued_bytes: int = 8 * 1024 * 1024  # unsent data for one socket before it is closed
+    write_stall_s: float = 60.0  # a websocket whose peer takes no data this long is dropped
+    handshake_timeout_s: float = 45.0  # engine.io sessions must join Socket.IO within this
+    header_timeout_s: float = 10.0  # a new HTTP connection must send its request headers within
     per_message_deflate: bool = False
     # Plugin-specific options, by plugin name: {"rpc": {"grace": 10.0}}
     plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)

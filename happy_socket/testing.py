@@ -18,6 +18,7 @@ from typing import Any
 import socketio
 
 from .app import App
+from .compat.uvicorn import http_protocol
 from .websocket import websocket_protocol
 
 
@@ -109,7 +110,8 @@ class ServerHarness:
             lifespan="off",
             log_level="warning",
             access_log=False,
-            ws=websocket_protocol(),
+            ws=websocket_protocol(self.app.settings.write_stall_s),
+            http=http_protocol(self.app.settings.header_timeout_s),
             ws_per_message_deflate=self.app.settings.per_message_deflate,
             ws_max_size=self.app.settings.max_packet_bytes,
             timeout_graceful_shutdown=1,

@@ -8,13 +8,22 @@ as ``uvicorn.Config(ws=...)``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from .lean import LeanEvent, LeanQueue
 
+log = logging.getLogger("happy_socket.websocket")
 
-def websocket_protocol() -> Any:
-    """The protocol class for ``uvicorn.Config(ws=...)``, or ``"auto"`` if uvicorn lacks it."""
+
+def websocket_protocol(write_stall_s: float | None = 60.0) -> Any:
+    """The protocol class for ``uvicorn.Config(ws=...)``, or ``"auto"`` if uvicorn lacks it.
+
+    ``write_stall_s``: a send that waits this long for the peer to take data (the transport's
+    buffer stays full: the client stopped reading) aborts the connection, so a reader that
+    never reads cannot hold the connection and its writer forever (None: wait forever).
+    """
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import (
             WebSocketsSansIOProtocol,
@@ -30,5 +39,15 @@ def websocket_protocol() -> Any:
             self.queue = LeanQueue()  # type: ignore[assignment]
             self.writable = LeanEvent()  # type: ignore[assignment]
             self.writable.set()
+
+        async def send(self, message: Any) -> None:
+            if write_stall_s is not None and not self.writable.is_set():
+                try:
+                    await asyncio.wait_for(self.writable.wait(), write_stall_s)
+                except TimeoutError:
+                    log.info("websocket peer took no data for %.0f s: aborting", write_stall_s)
+                    self.transport.abort()  # connection_lost follows: the send below fails
+                    await asyncio.sleep(0)
+            await super().send(message)
 
     return LeanWebSocketsProtocol

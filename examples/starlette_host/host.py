@@ -1,6 +1,9 @@
 """Embed happy-socket in your own Starlette (or FastAPI) app, with your own JWTs.
 
-    HOST_JWT_SECRET=change-me uvicorn examples.starlette_host.host:make_app --factory --port 3005
+    export HOST_JWT_SECRET=$(python -c 'import secrets; print(secrets.token_hex(32))')
+    uvicorn examples.starlette_host.host:make_app --factory --port 3005
+
+(HS256 wants a secret of at least 32 bytes: PyJWT warns about a shorter one.)
 
 * Socket.IO is served at /v1/updates and the plugins' HTTP routes at their paths, mounted under
   the host's routes; the plugins' startup/shutdown run under the host's lifespan.
@@ -65,9 +68,9 @@ def build(settings: Settings, host_secret: str) -> tuple[Starlette, App]:
     host = Starlette(
         routes=[
             Route("/api/sessions", create_session, methods=["POST"]),
-            Mount("/", app=happy.asgi(lifespan=False)),  # Socket.IO + plugin routes
+            Mount("/", app=happy.asgi()),  # Socket.IO + plugin routes; mounted last
         ],
-        lifespan=happy.lifespan,  # plugins' startup/shutdown under the host's lifespan
+        lifespan=happy.lifespan,  # a mounted app's lifespan never runs: the host runs it
     )
     return host, happy
 

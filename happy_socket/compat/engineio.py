@@ -6,10 +6,14 @@ fails when they change).
   each packet it reads, so while the wrapper waits, nothing more is read from that socket.
 - ``AsyncServer.sockets`` and ``AsyncSocket.last_ping`` / ``send``: a paused socket cannot
   read its client's PONG, so it is kept alive by hand (see :func:`keep_alive`).
+- ``AsyncSocket.queue`` and ``close(wait, abort)``: the socket whose send queue overflowed is
+  found by its queue and closed (:func:`close_socket_of`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +41,12 @@ def wrap_message_handler(eio: Any, wrap: Callable[[MessageHandler], MessageHandl
     eio.on("message", wrap(eio.handlers["message"]))
 
 
+def wrap_connect_handler(eio: Any, wrap: Callable[[MessageHandler], MessageHandler]) -> None:
+    """Replace engine.io's ``connect`` handler (``(eio_sid, environ)``) with ``wrap(it)``."""
+    check(eio)
+    eio.on("connect", wrap(eio.handlers["connect"]))
+
+
 async def keep_alive(eio: Any, eio_sid: str) -> bool:
     """Keep a socket whose reader is paused from timing out; False when it is gone.
 
@@ -50,3 +60,23 @@ async def keep_alive(eio: Any, eio_sid: str) -> bool:
     socket.last_ping = time.time()
     await socket.send(packet.Packet(packet.PING))
     return True
+
+
+log = logging.getLogger("happy_socket.dispatch")
+
+
+def close_socket_of(eio: Any, queue: Any) -> str | None:
+    """Close (in the background) the engine.io socket whose send queue is ``queue``; its sid."""
+    for eio_sid, socket in list(eio.sockets.items()):
+        if socket.queue is queue:
+            if not socket.closed and not socket.closing:
+                task = asyncio.get_running_loop().create_task(
+                    socket.close(wait=False, abort=True), name=f"close-{eio_sid}"
+                )
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
+            return str(eio_sid)
+    return None
+
+
+_closing: set[asyncio.Task[Any]] = set()

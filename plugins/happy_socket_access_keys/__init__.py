@@ -1,4 +1,4 @@
-"""Access keys (PROTOCOL.md §4.5, §8, §10): one opaque, versioned key per (user, machine, session).
+"""Access keys (docs/events.md, docs/http/access-keys.md): one opaque, versioned key per (user, machine, session).
 
 Needs the ``sessions`` and ``machines`` plugins (their services answer ownership); a
 session's keys are deleted with the session.

@@ -1,4 +1,4 @@
-"""Socket event ``access-key-get`` (PROTOCOL.md §4.5); envelope ``ok``."""
+"""Socket event ``access-key-get`` (docs/events.md); envelope ``ok``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``GET``/``POST``/``PUT /v1/access-keys/{sessionId}/{machineId}`` (PROTOCOL.md §10)."""
+"""``GET``/``POST``/``PUT /v1/access-keys/{sessionId}/{machineId}`` (docs/http/access-keys.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``access-keys`` service: the library API (PROTOCOL.md §8) behind the socket, HTTP and CLI."""
+"""The ``access-keys`` service: the library API (docs/protocol.md) behind the socket, HTTP and CLI."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class AccessKeysService:
     def __init__(self, app: App) -> None:
         self._app = app
         self._listening = False
+        app.accounts.add_delete_listener(self._account_deleted)
 
     @property
     def _db(self) -> Database:
@@ -47,6 +48,9 @@ class AccessKeysService:
             self._app.service("sessions").add_delete_listener(self._session_deleted)
             self._app.service("machines").add_delete_listener(self._machine_deleted)
             self._listening = True
+
+    async def _account_deleted(self, tx: Tx, user_id: str) -> None:
+        await tx.execute(access_keys.delete().where(access_keys.c.account_id == user_id))
 
     async def _session_deleted(self, tx: Tx, user_id: str, session_id: str) -> None:
         t = access_keys
@@ -99,7 +103,12 @@ class AccessKeysService:
             .on_conflict_do_nothing(index_elements=["account_id", "machine_id", "session_id"])
             .returning(*access_keys.c)
         )
-        row = await self._db.write(lambda tx: tx.fetch_one(stmt))
+
+        async def unit(tx: Tx) -> Row | None:
+            await self._app.accounts.require(user_id, tx)
+            return await tx.fetch_one(stmt)
+
+        row = await self._db.write(unit)
         if row is None:
             raise Conflict(KEY_EXISTS)
         return serialize(row)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import click
 import sqlalchemy as sa
 
 from happy_socket import App, Routes, Services, hookimpl
@@ -35,6 +36,13 @@ def register_services(services: Services, app: App) -> None:
 def register_tables(metadata: sa.MetaData) -> None:
     for table in TABLES:
         table.to_metadata(metadata)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from .commands import accounts_group
+
+    cli.add_command(accounts_group)
 
 
 @hookimpl

@@ -121,6 +121,7 @@ class LinkRequests:
         )
 
         async def unit(tx: Tx) -> bool | None:
+            await self._app.accounts.require(user_id, tx)  # a deleted account approves nothing
             if await tx.fetch_val(answer) is not None:
                 return True
             return False if await tx.fetch_one(self._live(key, now)) is not None else None
@@ -129,6 +130,11 @@ class LinkRequests:
         if stored is None:
             raise NotFound(REQUEST_NOT_FOUND)
         return stored
+
+    async def forget_account(self, tx: Tx, user_id: str) -> None:
+        """Inside an account's delete unit: drop the requests it approved."""
+        t = self._t
+        await tx.execute(t.delete().where(t.c.response_account_id == user_id))
 
     async def prune(self) -> None:
         """Delete the expired requests."""

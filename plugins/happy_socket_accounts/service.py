@@ -48,6 +48,27 @@ class AccountsService:
         self._app = app
         self.terminal_links = LinkRequests(app, terminal_requests)
         self.account_links = LinkRequests(app, account_requests)
+        app.accounts.add_delete_listener(self._account_deleted)
+
+    async def delete_account(self, user_id: str) -> bool:
+        """Delete the account and everything of it; revoke its tokens and sockets everywhere.
+
+        The account row goes first (from then on every write of the user fails), then, in one
+        unit, every plugin's rows of the user (its delete listener: sessions and messages,
+        machines, artifacts, access keys, usage reports, KV entries, push tokens, settings,
+        link requests it approved). Then this process forgets the account and closes its
+        sockets, and with Redis every process does the same at once (without Redis, the
+        others within ``Accounts.known_ttl_ms``). False when there was no such account (its
+        leftovers, if any, are deleted all the same).
+        """
+        existed = await self._app.accounts.delete(user_id)
+        await self._app.revocation.revoke(user_id)
+        return existed
+
+    async def _account_deleted(self, tx: Tx, user_id: str) -> None:
+        await tx.execute(account_settings.delete().where(account_settings.c.account_id == user_id))
+        await self.terminal_links.forget_account(tx, user_id)
+        await self.account_links.forget_account(tx, user_id)
 
     async def for_public_key(self, public_key: bytes) -> str:
         """The account whose Ed25519 login key is ``public_key``, created on first use."""
@@ -133,7 +154,12 @@ class AccountsService:
             .values(account_id=user_id, settings=None, settings_version=0, updated_at=now)
             .on_conflict_do_nothing(index_elements=["account_id"])
         )
-        await self._app.db.execute(stmt)
+
+        async def unit(tx: Tx) -> None:
+            await self._app.accounts.require(user_id, tx)  # no settings row without an account
+            await tx.execute(stmt)
+
+        await self._app.db.write(unit)
 
     async def prune(self) -> None:
         """Delete expired link requests."""

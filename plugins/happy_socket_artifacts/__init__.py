@@ -1,4 +1,4 @@
-"""Artifacts (PROTOCOL.md §4.3): encrypted header/body blobs with per-part compare-and-set.
+"""Artifacts (docs/events.md, docs/http/artifacts.md): encrypted header/body blobs with per-part compare-and-set.
 
 Socket events and HTTP routes (``/v1/artifacts``) over one service,
 ``app.service(ArtifactsService)``, which owns the writes, the update seq and the emits.

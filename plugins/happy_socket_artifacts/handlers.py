@@ -1,4 +1,4 @@
-"""Socket events ``artifact-read|create|update|delete`` (PROTOCOL.md §4.3); envelope ``result``.
+"""Socket events ``artifact-read|create|update|delete`` (docs/events.md); envelope ``result``.
 
 Thin adapters over :class:`ArtifactsService`, which writes, allocates the seq and emits.
 """

@@ -46,6 +46,10 @@ class ArtifactsService:
 
     def __init__(self, app: App) -> None:
         self._app = app
+        app.accounts.add_delete_listener(self._account_deleted)
+
+    async def _account_deleted(self, tx: Tx, user_id: str) -> None:
+        await tx.execute(artifacts.delete().where(artifacts.c.account_id == user_id))
 
     async def get(self, user_id: str, artifact_id: str) -> Row | None:
         """The user's artifact ``artifact_id``, or None (another user's counts as missing)."""

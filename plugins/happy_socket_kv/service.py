@@ -85,6 +85,7 @@ class KvService:
 
     def __init__(self, app: App) -> None:
         self._app = app
+        app.accounts.add_delete_listener(self._account_deleted)
         t = kv_entries
         self._insert = (
             app.db.insert(t)
@@ -110,6 +111,9 @@ class KvService:
         self._list_prefix = self._list.where(
             sa.func.substr(t.c.key, 1, _bp("b_len", type_=sa.Integer)) == _bp("b_prefix")
         )
+
+    async def _account_deleted(self, tx: Tx, user_id: str) -> None:
+        await tx.execute(kv_entries.delete().where(kv_entries.c.account_id == user_id))
 
     async def get(self, user_id: str, key: str) -> Entry | None:
         """The live entry ``key``, or None (absent or deleted)."""

@@ -1,4 +1,4 @@
-"""Machines (PROTOCOL.md §4.2, §6, §8, §10): daemons' metadata and state, presence.
+"""Machines (docs/events.md, docs/http/sessions.md): daemons' metadata and state, presence.
 
 Publishes ``app.service("machines")`` (see :class:`MachinesService`).
 """

@@ -6,12 +6,13 @@ from typing import Any
 
 import click
 
-from happy_socket import App, Conflict, Settings
+from happy_socket import AccountMissing, App, Conflict, Settings
 from happy_socket.cli import app_options, echo_json, run_with_app
 
 from .service import MachinesService
 
 MACHINE_NOT_FOUND = "Machine not found"
+ACCOUNT_MISSING = "Account not found (happy-socket token USER creates it)"
 
 
 @click.group("machines")
@@ -32,13 +33,15 @@ def _service(app: App) -> MachinesService:
 @click.option("--metadata", default="", show_default=True, help="Opaque metadata string.")
 @app_options
 def create(user_id: str, machine_id: str, metadata: str, settings: Settings) -> None:
-    """Create (or load) machine ID of USER; prints {"created", "machine"}."""
+    """Create (or load) machine ID of USER's account; prints {"created", "machine"}."""
 
     async def work(app: App) -> dict[str, Any]:
         try:
             machine, created = await _service(app).create_or_load(user_id, machine_id, metadata)
         except Conflict as exc:
             raise click.ClickException(str(exc.message)) from None
+        except AccountMissing:
+            raise click.ClickException(ACCOUNT_MISSING) from None
         return {"created": created, "machine": machine}
 
     echo_json(run_with_app(settings, work))

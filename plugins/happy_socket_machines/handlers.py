@@ -1,4 +1,4 @@
-"""Socket events of machines (PROTOCOL.md §4.2)."""
+"""Socket events of machines (docs/events.md, Machines)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The machines service: storage, compare-and-set, presence, library API (PROTOCOL.md §4.2, §8).
+"""The machines service: storage, compare-and-set, presence, library API (docs/events.md, Machines).
 
 Published as ``app.service("machines")``. Every query is scoped by the user id.
 """
@@ -30,7 +30,7 @@ OWNED_TTL_MS = 30_000
 NOT_OWNED_TTL_MS = 5_000
 TIMEOUT_MS = 10 * 60 * 1000
 MACHINE_ELSEWHERE = "Machine ID already exists for another account"
-ONLINE_PREFIX = "happy_socket:machine-online:"
+ONLINE_PREFIX = ":machine-online:"  # Redis keys: <redis-channel>:machine-online:<key>
 
 Key = tuple[str, str]  # (user id, machine id)
 DeleteListener = Callable[[Tx, str, str], Awaitable[None]]
@@ -78,7 +78,10 @@ class MachinesService:
         self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
         self._delete_listeners: list[DeleteListener] = []
-        self.presence = SharedPresence(ONLINE_PREFIX, app.settings.redis)
+        self.presence = SharedPresence(
+            f"{app.settings.redis_channel}{ONLINE_PREFIX}", app.settings.redis
+        )
+        app.accounts.add_delete_listener(self._account_deleted)
         self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
             self._write_activity, clock=app.clock, name="machine activity"
         )
@@ -183,6 +186,9 @@ class MachinesService:
         if limit is not None:
             query = query.limit(max(0, limit))
         return [machine_json(r) for r in await self.app.db.fetch_all(query)]
+
+    async def _account_deleted(self, tx: Tx, user_id: str) -> None:
+        await tx.execute(machines.delete().where(machines.c.account_id == user_id))
 
     def add_delete_listener(self, fn: DeleteListener) -> None:
         """Call ``await fn(tx, user_id, machine_id)`` inside every machine's delete unit."""

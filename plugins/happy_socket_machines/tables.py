@@ -1,4 +1,4 @@
-"""The machines table and its wire serialization (PROTOCOL.md §3, §10)."""
+"""The machines table and its wire serialization (docs/http/sessions.md)."""
 
 from __future__ import annotations
 

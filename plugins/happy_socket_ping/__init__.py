@@ -1,4 +1,4 @@
-"""The ``ping`` event (PROTOCOL.md §4.7): the client emits with only a callback; the ack is ``{}``."""
+"""The ``ping`` event (docs/events.md): the client emits with only a callback; the ack is ``{}``."""
 
 from __future__ import annotations
 

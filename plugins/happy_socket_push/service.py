@@ -46,6 +46,7 @@ class PushTokens:
 
     def __init__(self, app: App) -> None:
         self._app = app
+        app.accounts.add_delete_listener(self._account_deleted)
         t = push_tokens
         insert = app.db.insert(t).values(
             id=_bp("b_id"),
@@ -59,14 +60,21 @@ class PushTokens:
         )
 
     async def register(self, user_id: str, token: str) -> None:
-        """Add ``token`` or bump its ``updatedAt``; keep at most ``MAX_TOKENS_PER_ACCOUNT``."""
+        """Add ``token`` or bump its ``updatedAt``; keep at most ``MAX_TOKENS_PER_ACCOUNT``.
+
+        Raises AccountMissing (nothing stored) when the user has no account.
+        """
         values = {"b_id": new_id(), "b_uid": user_id, "b_token": token, "b_now": self._app.clock()}
 
         async def unit(tx: Tx) -> None:
+            await self._app.accounts.require(user_id, tx)
             await tx.execute(self._upsert, values)
             await tx.execute(_TRIM, {"b_uid": user_id, "b_keep": MAX_TOKENS_PER_ACCOUNT})
 
         await self._app.db.write(unit)
+
+    async def _account_deleted(self, tx: Tx, user_id: str) -> None:
+        await tx.execute(push_tokens.delete().where(_MINE), {"b_uid": user_id})
 
     async def tokens(self, user_id: str) -> list[PushToken]:
         """The user's tokens, newest ``createdAt`` first."""

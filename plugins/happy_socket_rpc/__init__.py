@@ -1,10 +1,12 @@
-"""RPC between a user's own sockets (PROTOCOL.md §4.4, §5), on one process or many (Redis).
+"""RPC between a user's own sockets (docs/protocol.md, "RPC"), on one process or many (Redis).
 
 Options (``settings.plugin_options["rpc"]`` or ``HAPPY_SOCKET_RPC_<NAME>``): ``grace``
 (seconds a call waits for a holder, default 10; ``--rpc-grace``), ``timeout`` (seconds a
 holder has to answer, default 30), ``redis_prefix`` (Redis keys and channels, default
 ``<settings.redis_channel>:rpc``, i.e. ``happy-socket:rpc``), ``recheck`` (with Redis, how often a waiting call re-reads the
-registry besides being woken by registrations, default 1).
+registry besides being woken by registrations, default 1); limits: ``max_method_length``
+(256), ``max_methods_per_socket`` (100), ``max_methods_per_user`` (1000, over all live
+processes with Redis); ``cleanup_slice`` (500 method keys per Redis call of a cleanup).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .registry import LocalRegistry, RedisRegistry
+from .registry import Key, LimitReached, LocalRegistry, RedisRegistry
 
 if TYPE_CHECKING:
     from happy_socket import App
@@ -32,6 +32,7 @@ SWEEP_S = 1.0
 MONITOR_S = 0.2
 RESUBSCRIBE_S = 0.2
 REDIS_FAILURE_GRACE_S = 1.0
+WITHDRAW_S = 5.0  # a clean shutdown waits this long for its cleanup; the sweeps finish the rest
 
 Outcome = dict[str, Any]
 ABSENT: Outcome = {"absent": True}  # the target does not (or no longer) serve the method
@@ -62,6 +63,7 @@ class Cluster:
         prefix: str,
         on_request: RequestHandler,
         on_registered: NotifyHandler,
+        slice_size: int = 500,
     ) -> None:
         import redis.asyncio as aioredis
 
@@ -72,7 +74,7 @@ class Cluster:
         self.redis = aioredis.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=5
         )
-        self.registry = RedisRegistry(self.redis, prefix, self.pid, LIVENESS_TTL_MS)
+        self.registry = RedisRegistry(self.redis, prefix, self.pid, LIVENESS_TTL_MS, slice_size)
         self._on_request = on_request
         self._on_registered = on_registered
         self._pending: dict[str, _Pending] = {}
@@ -108,6 +110,7 @@ class Cluster:
         await self._resync()
         self._loops.append(self.app.spawn(self._heartbeat(), name="rpc-heartbeat"))
         self._loops.append(self.app.spawn(self._monitor(), name="rpc-monitor"))
+        self._loops.append(self.app.spawn(self._sweeper(), name="rpc-sweep"))
         log.info("rpc cluster member %s (prefix %s)", self.pid, self.prefix)
 
     async def stop(self) -> None:
@@ -120,7 +123,7 @@ class Cluster:
         for pending in list(self._pending.values()):
             _settle(pending.future, DISCONNECTED)
         try:
-            await asyncio.wait_for(self.registry.withdraw(), 2)
+            await asyncio.wait_for(self.registry.withdraw(), WITHDRAW_S)
         except Exception as exc:
             log.warning("rpc: could not withdraw registrations from Redis: %r", exc)
         with contextlib.suppress(Exception):
@@ -128,27 +131,52 @@ class Cluster:
 
     # -- registry mirror -------------------------------------------------------
 
-    async def added(self, user: str, method: str, sid: str, score: float) -> None:
-        """Mirror a new local registration and announce it."""
+    async def added(self, user: str, method: str, sid: str, score: float, limit: int) -> bool:
+        """Mirror a new local registration and announce it.
+
+        False when Redis refuses it: ``user`` would hold more than ``limit`` registrations
+        over all live processes (nothing was stored in Redis). When Redis does not answer the
+        registration is kept (published with the next re-publish, without that check).
+        """
         async with self._lock:
             if self._dirty or self._stopped:
-                return  # the next heartbeat re-publishes everything
+                return True  # the next heartbeat re-publishes everything
             try:
-                if not await self.registry.add(user, method, sid, score):
+                count = self.local.of_user(user)
+                if not await self.registry.add(user, method, sid, score, count=count, limit=limit):
                     self._dirty = True
                 await self.redis.publish(self.notify_channel, orjson.dumps([user, method]))
+            except LimitReached:
+                return False
             except Exception as exc:
                 self._failed("register", exc)
+            return True
 
     async def removed(self, user: str, method: str, sid: str) -> None:
         """Mirror a removed local registration."""
-        async with self._lock:
-            if self._dirty or self._stopped:
-                return
-            try:
-                await self.registry.remove(user, method, sid)
-            except Exception as exc:
-                self._failed("unregister", exc)
+        await self.removed_many([(user, method)], sid)
+
+    async def removed_many(self, keys: list[Key], sid: str) -> None:
+        """Mirror the removal of a socket's registrations, one slice per Redis call.
+
+        The lock is taken per slice, so registrations of other sockets interleave.
+        """
+        size = self.registry.slice_size
+        by_user: dict[str, list[str]] = {}
+        for user, method in keys:
+            by_user.setdefault(user, []).append(method)
+        for user, methods in by_user.items():
+            for start in range(0, len(methods), size):
+                async with self._lock:
+                    if self._dirty or self._stopped:
+                        return  # the re-publish prunes them
+                    try:
+                        count = self.local.of_user(user)
+                        chunk = methods[start : start + size]
+                        await self.registry.remove_many(user, chunk, sid, count=count)
+                    except Exception as exc:
+                        self._failed("unregister", exc)
+                        return
 
     async def _resync(self) -> None:
         async with self._lock:
@@ -189,19 +217,26 @@ class Cluster:
     # -- background loops ------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        last_sweep = 0.0
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
                 if self._dirty or not await self.registry.refresh():
                     await self._resync()
-                if time.monotonic() - last_sweep >= SWEEP_S:
-                    last_sweep = time.monotonic()
-                    purged = await self.registry.sweep()
-                    if purged:
-                        log.info("rpc: purged registrations of %d dead process(es)", purged)
             except Exception as exc:
                 self._failed("heartbeat", exc)
+
+    async def _sweeper(self) -> None:
+        """Purge dead processes' registrations (its own loop: a long purge never delays the
+        heartbeat, which would let this process's own liveness key expire)."""
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                purged = await self.registry.sweep()
+            except Exception as exc:
+                log.debug("rpc: sweep failed: %r", exc)
+                continue
+            if purged:
+                log.info("rpc: purged registrations of %d dead process(es)", purged)
 
     async def _listen(self) -> None:
         first = True

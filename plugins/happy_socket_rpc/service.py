@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Histogram
 
 from happy_socket import ConfigError
+from happy_socket.validation import refused_input
 
 from .cluster import ABSENT, DISCONNECTED, INTERNAL, Cluster, Outcome
 from .registry import Holder, LocalRegistry
@@ -25,10 +26,18 @@ DEFAULT_GRACE_S = 10.0
 DEFAULT_TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 5
 DEFAULT_RECHECK_S = 1.0  # with Redis, a waiting call also re-reads the registry this often
+DEFAULT_MAX_METHOD_LENGTH = 256  # real names: a 24-36 character id, ":", a short method name
+DEFAULT_MAX_METHODS_PER_SOCKET = 100  # a daemon or a session registers about 10
+DEFAULT_MAX_METHODS_PER_USER = 1000  # a daemon and ~100 sessions; all processes with Redis
+DEFAULT_CLEANUP_SLICE = 500  # method keys per Redis call when registrations are cleaned up
+
+TOO_MANY_ON_SOCKET = "Too many RPC methods on this socket"
+TOO_MANY_FOR_USER = "Too many RPC methods for this user"
 
 NOT_AVAILABLE: Outcome = {"ok": False, "error": "RPC method not available"}
 SAME_SOCKET: Outcome = {"ok": False, "error": "Cannot call RPC on the same socket"}
 TIMED_OUT: Outcome = {"ok": False, "error": "operation has timed out"}
+INVALID_RESPONSE: Outcome = {"ok": False, "error": "Invalid RPC response"}
 
 OUTCOME_LABELS = {
     NOT_AVAILABLE["error"]: "not_available",
@@ -36,6 +45,7 @@ OUTCOME_LABELS = {
     TIMED_OUT["error"]: "timeout",
     DISCONNECTED["error"]: "disconnected",
     INTERNAL["error"]: "internal_error",
+    INVALID_RESPONSE["error"]: "invalid_response",
 }
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0)
 
@@ -62,6 +72,14 @@ def option(app: App, name: str, default: Any) -> Any:
         ) from None
 
 
+def limit_option(app: App, name: str, default: int) -> int:
+    """A plugin option that is a positive integer (a limit)."""
+    value = int(option(app, name, default))
+    if value < 1:
+        raise ConfigError(f"Option rpc.{name} = {value!r} must be a positive integer.")
+    return value
+
+
 class RpcService:
     """Published as service ``rpc``: one per App."""
 
@@ -71,6 +89,12 @@ class RpcService:
         self.timeout = max(0.001, float(option(app, "timeout", DEFAULT_TIMEOUT_S)))
         self.prefix = str(option(app, "redis_prefix", f"{app.settings.redis_channel}:rpc"))
         self.recheck = max(0.05, float(option(app, "recheck", DEFAULT_RECHECK_S)))
+        self.max_method_length = limit_option(app, "max_method_length", DEFAULT_MAX_METHOD_LENGTH)
+        self.max_per_socket = limit_option(
+            app, "max_methods_per_socket", DEFAULT_MAX_METHODS_PER_SOCKET
+        )
+        self.max_per_user = limit_option(app, "max_methods_per_user", DEFAULT_MAX_METHODS_PER_USER)
+        self.cleanup_slice = limit_option(app, "cleanup_slice", DEFAULT_CLEANUP_SLICE)
         self.local = LocalRegistry()
         self.cluster: Cluster | None = None
         self._users: dict[str, str] = {}  # connected sid -> user id
@@ -79,7 +103,7 @@ class RpcService:
         self.calls = Counter(
             "happy_socket_rpc_calls",
             "rpc-call acks by outcome (ok, not_available, same_socket, timeout, "
-            "disconnected, internal_error).",
+            "disconnected, invalid_response, internal_error).",
             ["outcome"],
             registry=app.metrics.registry,
         )
@@ -103,6 +127,7 @@ class RpcService:
                 prefix=self.prefix,
                 on_request=self.serve_forwarded,
                 on_registered=self._wake,
+                slice_size=self.cleanup_slice,
             )
             await self.cluster.start()
 
@@ -123,20 +148,33 @@ class RpcService:
         if gone is not None and not gone.done():
             gone.set_result(None)
         keys = self.local.drop_sid(sid)
-        if self.cluster is not None and user is not None:
-            for key_user, method in keys:
-                await self.cluster.removed(key_user, method, sid)
+        if self.cluster is not None and user is not None and keys:
+            await self.cluster.removed_many(keys, sid)
 
     # -- registrations ---------------------------------------------------------
 
-    async def register(self, user: str, method: str, sid: str) -> None:
-        """``sid`` now serves ``method`` (and is its most recent holder)."""
+    async def register(self, user: str, method: str, sid: str) -> str | None:
+        """``sid`` now serves ``method`` (and is its most recent holder).
+
+        Returns the refusal (nothing stored) when the socket or the user already holds the
+        most methods allowed (the user's count spans every live process with Redis).
+        """
         if self._users.get(sid) != user:
-            return  # the socket already left: a registration must not outlive it
+            return None  # the socket already left: a registration must not outlive it
+        fresh = not self.local.holds(user, method, sid)
+        if fresh and self.local.of_socket(sid) >= self.max_per_socket:
+            return TOO_MANY_ON_SOCKET
+        if fresh and self.local.of_user(user) >= self.max_per_user:
+            return TOO_MANY_FOR_USER
         score = self.local.add(user, method, sid)
+        limit = self.max_per_user if fresh else 0  # a re-registration is never refused
+        if self.cluster is not None and not await self.cluster.added(
+            user, method, sid, score, limit
+        ):
+            self.local.remove(user, method, sid)
+            return TOO_MANY_FOR_USER
         self._wake((user, method))
-        if self.cluster is not None:
-            await self.cluster.added(user, method, sid, score)
+        return None
 
     async def unregister(self, user: str, method: str, sid: str) -> None:
         """Remove ``sid``'s own registration of ``method`` (if any)."""
@@ -253,7 +291,11 @@ class RpcService:
         def on_answer(fut: asyncio.Future[tuple[Any, ...]]) -> None:
             if not fut.cancelled():
                 args = fut.result()  # several ack arguments: the first is the answer
-                settle({"ok": True, "result": args[0] if args else None})
+                result = args[0] if args else None
+                # checked like any input: too deep to encode again, or NUL in a string
+                settle(
+                    INVALID_RESPONSE if refused_input(result) else {"ok": True, "result": result}
+                )
 
         def on_gone(_: asyncio.Future[None]) -> None:
             settle(DISCONNECTED)

@@ -1,4 +1,4 @@
-"""Sessions (PROTOCOL.md §4.1, §6, §7, §8, §10): compare-and-set updates, messages, presence.
+"""Sessions (docs/events.md, docs/http/sessions.md): compare-and-set updates, messages, presence.
 
 Publishes ``app.service("sessions")`` (see :class:`SessionsService`).
 """

@@ -6,12 +6,13 @@ from typing import Any
 
 import click
 
-from happy_socket import App, Settings
+from happy_socket import AccountMissing, App, Settings
 from happy_socket.cli import app_options, echo_json, run_with_app
 
 from .service import LIST_LIMIT, SessionsService
 
 DELETE_NOT_FOUND = "Session not found or not owned by user"
+ACCOUNT_MISSING = "Account not found (happy-socket token USER creates it)"
 
 
 @click.group("sessions")
@@ -32,11 +33,16 @@ def _service(app: App) -> SessionsService:
 @click.option("--metadata", default="", show_default=True, help="Opaque metadata string.")
 @app_options
 def create(user_id: str, tag: str | None, metadata: str, settings: Settings) -> None:
-    """Create (or load, by tag) a session of USER; prints {"created", "session"}."""
+    """Create (or load, by tag) a session of USER's account; prints {"created", "session"}."""
     from happy_socket import new_id
 
     async def work(app: App) -> dict[str, Any]:
-        session, created = await _service(app).create_or_load(user_id, tag or new_id(), metadata)
+        try:
+            session, created = await _service(app).create_or_load(
+                user_id, tag or new_id(), metadata
+            )
+        except AccountMissing:
+            raise click.ClickException(ACCOUNT_MISSING) from None
         return {"created": created, "session": session}
 
     echo_json(run_with_app(settings, work))

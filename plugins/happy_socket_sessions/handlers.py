@@ -1,4 +1,4 @@
-"""Socket events of sessions (PROTOCOL.md §4.1) and ``app-state`` (§7)."""
+"""Socket events of sessions and ``app-state`` (docs/events.md, Sessions)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from happy_socket import App, Tx, Unit, new_id
+from happy_socket.storage.accounts import AccountMissing, is_account_missing
 from happy_socket.validation import INT64
 
 from .tables import message_json, session_messages, sessions
@@ -54,7 +55,8 @@ def _one_statement_message(app: App) -> sa.Select[Any]:
     A duplicate localId must leave no trace (the session seq would get a gap), but the
     session row was already updated by then; the guard column divides by zero exactly in
     that case, which aborts the whole statement (autocommit: nothing is kept). The caller
-    then reads the stored message. Not owned: no session row, no insert, no user seq.
+    then reads the stored message. Not owned: no session row, no insert, no user seq. No
+    account row: the account guard aborts the statement (AccountMissing, nothing kept).
     """
     s = (
         sessions.update()
@@ -81,6 +83,7 @@ def _one_statement_message(app: App) -> sa.Select[Any]:
         *m.c,
         sa.select(u.c.seq).scalar_subquery().label("user_seq"),
         (sa.literal(1) / sa.case((duplicate, 0), else_=1)).label("guard"),
+        app.accounts.account_guard(m, u),
     ).select_from(one.outerjoin(m, sa.true()))
 
 
@@ -195,6 +198,8 @@ class MessageStore:
         try:
             row = await self.app.db.write_one(self._message_statement, values)
         except Exception as exc:
+            if is_account_missing(exc):
+                raise AccountMissing() from None
             if getattr(exc, "sqlstate", None) != DUPLICATE_GUARD_SQLSTATE:
                 raise
             existing = await self.app.db.fetch_one(

@@ -1,4 +1,4 @@
-"""The sessions service: storage, compare-and-set, lifecycle, presence, the library API (§8).
+"""The sessions service: storage, compare-and-set, lifecycle, presence, the library API.
 
 Published as ``app.service("sessions")``. Every query is scoped by the user id. Messages are
 stored by :mod:`.messages` (one message) and :mod:`.batch` (a batch); this service fronts both.
@@ -39,7 +39,7 @@ END_SUPPRESS_MS = 60_000
 TIMEOUT_MS = 10 * 60 * 1000
 LIST_LIMIT = 150
 ACTIVE_WINDOW_MS = 15 * 60 * 1000  # GET /v2/sessions/active: seen within 15 minutes
-FOCUS_PREFIX = "happy_socket:focus:"
+FOCUS_PREFIX = ":focus:"
 
 DeleteListener = Callable[[Tx, str, str], Awaitable[None]]
 Key = tuple[str, str]  # (user id, session id)
@@ -81,7 +81,11 @@ class SessionsService:
         self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
             self._write_activity, clock=app.clock, name="session activity"
         )
-        self.focus = SharedPresence(FOCUS_PREFIX, app.settings.redis)  # key: user id
+        # key: user id; Redis keys <redis-channel>:focus:<user>
+        self.focus = SharedPresence(
+            f"{app.settings.redis_channel}{FOCUS_PREFIX}", app.settings.redis
+        )
+        app.accounts.add_delete_listener(self._account_deleted)
 
     # -- ownership -----------------------------------------------------------
 
@@ -97,6 +101,13 @@ class SessionsService:
             return False
         self._owned.add(key, OWNED_TTL_MS)
         return True
+
+    async def _account_deleted(self, tx: Tx, user_id: str) -> None:
+        """The account is being deleted: its sessions and their messages go too."""
+        t, m = sessions, session_messages
+        owned = sa.select(t.c.id).where(t.c.account_id == user_id)
+        await tx.execute(m.delete().where(m.c.session_id.in_(owned)))
+        await tx.execute(t.delete().where(t.c.account_id == user_id))
 
     def add_delete_listener(self, fn: DeleteListener) -> None:
         """Call ``await fn(tx, user_id, session_id)`` inside every session's delete unit."""
@@ -282,7 +293,7 @@ class SessionsService:
         return True
 
     async def app_active(self, user_id: str) -> bool:
-        """True when the user has an app in the foreground (PROTOCOL.md §7)."""
+        """True when the user has an app in the foreground (docs/protocol.md, "Presence")."""
         return await self.focus.anywhere(user_id)
 
     # -- socket events -------------------------------------------------------

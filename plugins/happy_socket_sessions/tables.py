@@ -1,4 +1,4 @@
-"""Tables of the sessions plugin and their wire serialization (PROTOCOL.md §3, §10)."""
+"""Tables of the sessions plugin and their wire serialization (docs/http/sessions.md)."""
 
 from __future__ import annotations
 

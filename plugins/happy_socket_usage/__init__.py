@@ -1,4 +1,4 @@
-"""Usage reports (PROTOCOL.md §4.6): token/cost totals per (user, session-or-none, key).
+"""Usage reports (docs/events.md, Usage): token/cost totals per (user, session-or-none, key).
 
 The socket event ``usage-report`` stores them; ``POST /v1/usage/query`` sums them per hour or
 day. Needs the ``sessions`` plugin (its service answers ownership and announces deletes).

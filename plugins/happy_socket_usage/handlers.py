@@ -1,10 +1,10 @@
-"""Socket event ``usage-report`` (PROTOCOL.md §4.6); envelope ``success``, ordered per socket."""
+"""Socket event ``usage-report`` (docs/events.md); envelope ``success``, ordered per socket."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from happy_socket import Context, HandlerError, NotFound, UserScopedOnly
+from happy_socket import AccountMissing, Context, HandlerError, NotFound, UserScopedOnly
 from happy_socket.validation import is_number
 
 from .service import UsageService
@@ -45,6 +45,8 @@ async def usage_report(ctx: Context, data: Any) -> dict[str, Any]:
     service: UsageService = ctx.service("usage")
     try:
         report = await service.save(ctx.user_id, session_id, key, tokens, cost)
+    except AccountMissing:
+        raise  # the account was deleted: answered as such, not as a storage failure
     except Exception:
         ctx.log.exception("saving a usage report failed")
         raise HandlerError("Failed to save usage report") from None

@@ -29,6 +29,10 @@ class UsageService:
     def __init__(self, app: App) -> None:
         self._app = app
         self._listening = False
+        app.accounts.add_delete_listener(self._account_deleted)
+
+    async def _account_deleted(self, tx: Tx, user_id: str) -> None:
+        await tx.execute(usage_reports.delete().where(usage_reports.c.account_id == user_id))
 
     def listen_for_session_deletes(self) -> None:
         """Register with the ``sessions`` service (called at startup)."""
@@ -48,7 +52,10 @@ class UsageService:
         tokens: dict[str, Any],
         cost: dict[str, Any],
     ) -> SavedReport:
-        """Insert or replace the report keyed by (user, session-or-none, key)."""
+        """Insert or replace the report keyed by (user, session-or-none, key).
+
+        Raises AccountMissing (nothing stored) when the user has no account.
+        """
         t = usage_reports
         now = self._app.clock()
         data = json.dumps({"tokens": tokens, "cost": cost}, separators=(",", ":"))
@@ -65,6 +72,11 @@ class UsageService:
             index_elements=CONFLICT_TARGET,
             set_={"data": insert.excluded.data, "updated_at": insert.excluded.updated_at},
         ).returning(t.c.id, t.c.created_at, t.c.updated_at)
-        row = await self._app.db.write(lambda tx: tx.fetch_one(stmt))
+
+        async def unit(tx: Tx) -> Any:
+            await self._app.accounts.require(user_id, tx)  # never a report of no account
+            return await tx.fetch_one(stmt)
+
+        row = await self._app.db.write(unit)
         assert row is not None  # an upsert always returns its row
         return SavedReport(str(row["id"]), int(row["created_at"]), int(row["updated_at"]))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from happy_socket.lean import LeanEvent, LeanQueue
 from happy_socket.packets import KEPT_HEADERS
+from happy_socket.sendqueue import SendQueue
 from happy_socket.testing import ServerHarness
 from happy_socket.websocket import websocket_protocol
 
@@ -26,7 +28,7 @@ async def test_both_per_connection_queues_are_lean(server: ServerHarness) -> Non
     assert websockets and all(type(c.queue) is LeanQueue for c in websockets)
     assert all(type(c.writable) is LeanEvent and c.writable.is_set() for c in websockets)
     eio_sockets = list(server.app.sio.eio.sockets.values())
-    assert eio_sockets and all(type(s.queue) is LeanQueue for s in eio_sockets)
+    assert eio_sockets and all(type(s.queue) is SendQueue for s in eio_sockets)
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -45,10 +47,12 @@ async def test_environ_is_trimmed_after_the_handshake(
     assert await sock.call("ping", {}) is not None
 
 
-async def test_a_socket_that_stops_reading_pauses_only_itself(server: ServerHarness) -> None:
-    """Backpressure through the lean ``writable`` event: the frames wait, nothing is lost."""
+async def test_a_socket_that_stops_reading_pauses_only_itself(make_server: Any) -> None:
+    """Backpressure through the lean ``writable`` event: the frames wait, nothing is lost
+    (below ``max_queued_bytes``; past it the socket is closed, see test_slow_readers)."""
     import json
 
+    server = await make_server(max_queued_bytes=64 * 1024 * 1024)
     from websockets.asyncio.client import connect
 
     token = await server.token("alice")
@@ -116,6 +120,6 @@ async def test_polling_upgrades_to_websocket_through_the_lean_queues(server: Ser
         assert client.transport() == "websocket"
         assert await client.call("ping", {}, timeout=5) is not None
         (eio_socket,) = server.app.sio.eio.sockets.values()
-        assert eio_socket.upgraded and type(eio_socket.queue) is LeanQueue
+        assert eio_socket.upgraded and type(eio_socket.queue) is SendQueue
     finally:
         await client.disconnect()

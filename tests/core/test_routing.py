@@ -1,4 +1,4 @@
-"""Rooms and recipient filters (PROTOCOL.md §2): who receives what, skip-sender, one copy each."""
+"""Rooms and recipient filters (docs/protocol.md): who receives what, skip-sender, one copy each."""
 
 from __future__ import annotations
 

@@ -101,3 +101,17 @@ def test_tokens_round_trip_and_refuse_tampering() -> None:
     assert tokens.verify(f"{head}.{body}.{sig[:-2]}xx") is None
     for bad in (None, 7, "", "a.b", "x" * 5000, ["t"]):
         assert tokens.verify(bad) is None
+
+
+def test_every_setting_is_a_serve_flag_and_an_environment_variable() -> None:
+    """One configuration mechanism: each Settings field has a ``serve`` flag whose variable is
+    ``HAPPY_SOCKET_<FIELD>`` (plugin options are the plugins' own)."""
+    import attrs
+
+    from happy_socket.cli import serve
+
+    envvars = {p.envvar for p in serve.params if getattr(p, "envvar", None)}
+    for field in attrs.fields(Settings):
+        if field.name == "plugin_options":
+            continue
+        assert f"HAPPY_SOCKET_{field.name.upper()}" in envvars, field.name

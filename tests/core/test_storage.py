@@ -37,6 +37,8 @@ async def app(db_url: str) -> Any:
         load_entry_points=False,
     )
     await app.startup()
+    for user in ("alice", "bob"):  # a seq is allocated only to an existing account
+        await app.accounts.ensure(user)
     yield app
     await app.shutdown()
 
@@ -186,6 +188,7 @@ async def test_next_seq_after_allocates_only_with_the_change(pg_url: str) -> Non
     )
     await app.startup()
     try:
+        await app.accounts.ensure("carol")
         await app.db.execute(counters.insert().values(id="c", value=0, version=0))
         change = (
             counters.update()

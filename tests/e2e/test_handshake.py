@@ -1,4 +1,4 @@
-"""PROTOCOL.md §1: the handshake refusals, clientType defaulting, ping — python-socketio client."""
+"""docs/events.md, "Handshake": the handshake refusals, clientType defaulting, ping — python-socketio client."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The message and update-metadata flows with the stock Node socket.io-client (PROTOCOL.md §4.1)."""
+"""The message and update-metadata flows with the stock Node socket.io-client (docs/events.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .node import run_scenario
 
 
 async def new_session(server: ServerHarness, user: str = "alice") -> str:
+    await server.app.accounts.ensure(user)  # a write never creates the account
     session, _ = await server.app.service("sessions").create_or_load(user, "node-e2e", "meta-0")
     return str(session["id"])
 

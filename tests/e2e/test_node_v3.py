@@ -53,6 +53,7 @@ def seqs(pages: list[dict[str, Any]]) -> list[int]:
 
 
 async def new_session(app: App, user: str) -> str:
+    await app.accounts.ensure(user)  # a write never creates the account
     session, _ = await app.service("sessions").create_or_load(user, f"v3-{uuid.uuid4().hex}", "m")
     return str(session["id"])
 

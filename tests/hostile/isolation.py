@@ -113,7 +113,7 @@ class Matrix:
     # -- the attacks ---------------------------------------------------------
 
     def exact(self) -> list[tuple[str, Any, Any]]:
-        """(event, payload, the exact ack) for B against A's resources (PROTOCOL.md §4)."""
+        """(event, payload, the exact ack) for B against A's resources (docs/events.md)."""
         a, b = self.a, self.b
         blob = b64(b"b")
         part = {"data": blob, "expectedVersion": 1}

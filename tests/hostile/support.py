@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from happy_socket import App, Envelope
 from happy_socket.testing import TestSocket
 
-# Events whose handler answers the ack with nothing (PROTOCOL.md §4): heartbeats, and the RPC
+# Events whose handler answers the ack with nothing (docs/events.md): heartbeats, and the RPC
 # registration events that reply with an event of their own. Every other *known* event must
 # answer a dict; events this suite does not know yet may answer nothing or an envelope dict.
 NO_ACK_EVENTS = frozenset(

@@ -180,3 +180,21 @@ async def test_client_text_cannot_forge_log_lines(
     lines = [formatter.format(r) for r in caplog.records if "connect user=alice" in r.getMessage()]
     assert lines and all("\n" not in line for line in lines)
     assert any("web/1\\n12:00:00 INFO" in line for line in lines)
+
+
+async def test_a_session_that_never_joins_socketio_is_closed_after_the_deadline(
+    make_server: Any,
+) -> None:
+    server = await make_server(handshake_timeout_s=0.5)
+    lurker = RawSocket(server.url)
+    await lurker.__aenter__()  # engine.io open, but no Socket.IO CONNECT ever
+    joined = await connected(server)  # joins at once: not affected
+    await asyncio.sleep(1.5)
+    assert await lurker.recv(timeout=2) in ("1", None)  # closed by the server
+    assert await still_works(joined)
+    refusals = server.app.metrics.registry.get_sample_value(
+        "happy_socket_handshake_refusals_total", {"reason": "handshake timeout"}
+    )
+    assert refusals == 1
+    await joined.__aexit__(None, None, None)
+    await lurker.__aexit__(None, None, None)

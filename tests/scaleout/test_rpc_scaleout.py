@@ -1,4 +1,4 @@
-"""PROTOCOL.md §4.4/§5 across two ``happy-socket serve`` processes (PostgreSQL + Redis).
+"""RPC (docs/protocol.md, "RPC") across two ``happy-socket serve`` processes (PostgreSQL + Redis).
 
 These tests share one pair of processes (grace 2 s, call timeout 10 s); each uses its own user.
 """

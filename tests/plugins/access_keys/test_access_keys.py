@@ -1,4 +1,4 @@
-"""access-key-get (§4.5), the /v1/access-keys routes (§10) and the library API (§8)."""
+"""access-key-get, the /v1/access-keys routes and the library API (docs/events.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""artifact-read / -create / -update / -delete (PROTOCOL.md §4.3): exact acks and updates."""
+"""artifact-read / -create / -update / -delete (docs/events.md): exact acks and updates."""
 
 from __future__ import annotations
 

@@ -39,6 +39,8 @@ async def keys_of(server: ServerHarness, machine_id: str) -> list[tuple[str, str
 async def test_delete_machine_with_its_keys(both: ServerHarness) -> None:
     app_ = both.app
     sessions_svc, machines_svc = app_.service("sessions"), app_.service("machines")
+    for user in ("alice", "bob"):
+        await app_.accounts.ensure(user)  # a write never creates the account
     s1, _ = await sessions_svc.create_or_load("alice", "t1", "m")
     s2, _ = await sessions_svc.create_or_load("alice", "t2", "m")
     for mid in ("m1", "m2"):
@@ -95,6 +97,7 @@ async def test_delete_listeners_run_in_the_unit(both: ServerHarness) -> None:
         seen.append((user_id, machine_id))
 
     svc.add_delete_listener(listener)
+    await both.app.accounts.ensure("alice")  # a write never creates the account
     await svc.create_or_load("alice", "m1", "meta")
     assert await svc.delete("bob", "m1") is False
     assert seen == []
@@ -112,6 +115,7 @@ async def test_a_failing_listener_rolls_the_delete_back(srv: ServerHarness) -> N
         raise RuntimeError("boom")
 
     svc.add_delete_listener(listener)
+    await srv.app.accounts.ensure("alice")  # a write never creates the account
     await svc.create_or_load("alice", "m1", "meta")
     app = await srv.client("alice")
     with pytest.raises(RuntimeError):
@@ -127,6 +131,9 @@ def test_cli_machines_list_and_delete(tmp_path: Path) -> None:
 
     def run(*args: str) -> Any:
         return runner.invoke(cli, ["machines", *args, *common])
+
+    for user in ("u1", "u2"):  # the accounts exist (a write never creates one)
+        assert runner.invoke(cli, ["token", user, *common]).exit_code == 0
 
     assert json.loads(run("list", "--user", "u1").output) == {"machines": []}
     made = json.loads(run("create", "--user", "u1", "--id", "M", "--metadata", "x").output)

@@ -1,4 +1,4 @@
-"""Machines (PROTOCOL.md §4.2, §6, §10): compare-and-set, presence, HTTP, library API, CLI."""
+"""Machines (docs/events.md, docs/http/sessions.md): compare-and-set, presence, HTTP, library API, CLI."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.plugins.sessions.support import MIN, SECRET, FakeClock, body_of, make
 
 
 async def new_machine(server: ServerHarness, user: str = "alice", mid: str = "m1") -> str:
+    await server.app.accounts.ensure(user)  # a write never creates the account
     _, created = await server.app.service("machines").create_or_load(user, mid, "meta")
     assert created
     return mid
@@ -202,6 +203,8 @@ async def test_sweep_from_two_processes_flips_each_row_once(db_url: str, clock: 
         await a.startup()
     try:
         svc = apps[0].service("machines")
+        for i in range(3):
+            await apps[0].accounts.ensure(f"u{i}")  # a write never creates the account
         for i in range(20):
             await svc.create_or_load(f"u{i % 3}", f"m{i}", "meta", "state")
             await svc.compare_and_set(f"u{i % 3}", f"m{i}", "daemonState", "s", 1)  # active
@@ -327,6 +330,8 @@ def test_cli_machines_create(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     runner = CliRunner()
     base = ["machines", "create", "--db", db, "--secret", SECRET]
+    for user in ("u1", "u2"):  # the accounts exist (a write never creates one)
+        assert runner.invoke(cli, ["token", user, "--db", db, "--secret", SECRET]).exit_code == 0
     result = runner.invoke(cli, [*base, "--user", "u1", "--id", "M", "--metadata", "meta"])
     assert result.exit_code == 0, result.output
     out: dict[str, Any] = json.loads(result.output)
@@ -347,6 +352,7 @@ async def test_online_across_processes_with_redis(
     ]
     one, two = (s.app.service("machines") for s in servers)
     user = "online-" + one.presence.token
+    await servers[0].app.accounts.ensure(user)  # a write never creates the account
     await one.create_or_load(user, user + "-m", "meta")
     mid = user + "-m"
     assert not await two.online(user, mid)

@@ -1,4 +1,4 @@
-"""PROTOCOL.md §4.4 on one process: every rpc event path with its exact JSON."""
+"""RPC (docs/events.md) on one process: every rpc event path with its exact JSON."""
 
 from __future__ import annotations
 

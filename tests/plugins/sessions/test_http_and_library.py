@@ -1,4 +1,4 @@
-"""POST/GET /v1/sessions (PROTOCOL.md §10), the library API (§8) and the CLI command."""
+"""POST/GET /v1/sessions (docs/http/sessions.md), the library API (docs/events.md) and the CLI command."""
 
 from __future__ import annotations
 
@@ -116,6 +116,7 @@ async def test_delete_session_runs_listeners_in_the_unit(both: ServerHarness) ->
         seen.append((user_id, session_id))
 
     svc.add_delete_listener(listener)
+    await both.app.accounts.ensure("alice")  # a write never creates the account
     session, _ = await svc.create_or_load("alice", "t", "m")
     sid = session["id"]
     sender = await both.client("alice", client_type="session-scoped", session_id=sid)
@@ -143,6 +144,7 @@ async def test_failing_listener_rolls_the_delete_back(srv: ServerHarness) -> Non
         raise RuntimeError("boom")
 
     svc.add_delete_listener(listener)
+    await srv.app.accounts.ensure("alice")  # a write never creates the account
     session, _ = await svc.create_or_load("alice", "t", "m")
     try:
         await svc.delete("alice", session["id"])
@@ -155,6 +157,7 @@ async def test_failing_listener_rolls_the_delete_back(srv: ServerHarness) -> Non
 
 async def test_library_get_and_list(srv: ServerHarness) -> None:
     svc = srv.app.service("sessions")
+    await srv.app.accounts.ensure("alice")  # a write never creates the account
     a, created = await svc.create_or_load("alice", "a", "m", "s", b"\x01")
     assert created and a["dataEncryptionKey"] == "AQ=="
     assert await svc.get("alice", a["id"]) == a
@@ -171,6 +174,9 @@ def test_cli_sessions_create(tmp_path: Path) -> None:
     runner = CliRunner()
     args = ["sessions", "create", "--user", "u1", "--tag", "T", "--metadata", "M"]
     args += ["--db", db, "--secret", SECRET]
+    refused = runner.invoke(cli, args)  # a write never creates the account
+    assert refused.exit_code == 1 and "Account not found" in refused.output
+    assert runner.invoke(cli, ["token", "u1", "--db", db, "--secret", SECRET]).exit_code == 0
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output
     out: dict[str, Any] = json.loads(first.output)

@@ -45,6 +45,7 @@ async def anonymous(server: ServerHarness, method: str, path: str, **kwargs: Any
 
 
 async def new_session(server: ServerHarness, user: str = "alice", tag: str = "t1") -> str:
+    await server.app.accounts.ensure(user)  # a write never creates the account
     session, _ = await server.app.service("sessions").create_or_load(user, tag, "meta0")
     return str(session["id"])
 
@@ -306,6 +307,8 @@ def test_cli_sessions_list_and_delete(tmp_path: Path) -> None:
     def run(*args: str) -> Any:
         return runner.invoke(cli, ["sessions", *args, *common])
 
+    for user in ("u1", "u2"):  # the accounts exist (a write never creates one)
+        assert runner.invoke(cli, ["token", user, *common]).exit_code == 0
     empty = run("list", "--user", "u1")
     assert empty.exit_code == 0, empty.output
     assert json.loads(empty.output) == {"sessions": []}

@@ -1,4 +1,4 @@
-"""message (PROTOCOL.md §4.1): gapless seq, idempotent localId, sender skipped, ordering."""
+"""message (docs/events.md): gapless seq, idempotent localId, sender skipped, ordering."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tests.plugins.sessions.support import body_of
 
 
 async def new_session(server: ServerHarness, user: str = "alice", tag: str = "t1") -> str:
+    await server.app.accounts.ensure(user)  # a write never creates the account
     session, _ = await server.app.service("sessions").create_or_load(user, tag, "meta0")
     return str(session["id"])
 

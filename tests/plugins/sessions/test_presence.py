@@ -1,4 +1,4 @@
-"""session-alive / session-end / the timeout sweep / app focus (PROTOCOL.md §4.1, §6, §7)."""
+"""session-alive / session-end / the timeout sweep / app focus (docs/protocol.md, "Presence")."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tests.plugins.sessions.support import MIN, FakeClock, make_app
 
 
 async def new_session(server: ServerHarness, user: str = "alice", tag: str = "t1") -> str:
+    await server.app.accounts.ensure(user)  # a write never creates the account
     session, _ = await server.app.service("sessions").create_or_load(user, tag, "meta0")
     return str(session["id"])
 
@@ -152,6 +153,7 @@ async def test_lazy_writer_flushes_on_shutdown(sqlite_url: str, clock: FakeClock
     app = make_app(sqlite_url, clock)
     await app.startup()
     svc = app.service("sessions")
+    await app.accounts.ensure("alice")  # a write never creates the account
     session, _ = await svc.create_or_load("alice", "t", "m")
     assert await svc.heartbeat("alice", session["id"], clock.advance(60_000), False)
     await app.shutdown()
@@ -218,6 +220,8 @@ async def test_sweep_from_two_processes_flips_each_row_once(db_url: str, clock: 
         await a.startup()
     try:
         svc = apps[0].service("sessions")
+        for i in range(3):
+            await apps[0].accounts.ensure(f"u{i}")  # a write never creates the account
         for i in range(20):
             await svc.create_or_load(f"u{i % 3}", f"t{i}", "m")
         clock.advance(11 * MIN)

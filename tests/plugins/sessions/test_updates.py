@@ -1,4 +1,4 @@
-"""update-metadata / update-state (PROTOCOL.md §4.1): exact acks, updates, recipients, races."""
+"""update-metadata / update-state (docs/events.md): exact acks, updates, recipients, races."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from tests.plugins.sessions.support import body_of
 
 
 async def new_session(server: ServerHarness, user: str = "alice", tag: str = "t1") -> str:
+    await server.app.accounts.ensure(user)  # a write never creates the account
     session, created = await server.app.service("sessions").create_or_load(user, tag, "meta0")
     assert created
     return str(session["id"])

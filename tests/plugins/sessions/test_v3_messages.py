@@ -25,6 +25,7 @@ async def anonymous(server: ServerHarness, method: str, path: str, **kwargs: Any
 
 
 async def new_session(server: ServerHarness, user: str = "alice", tag: str = "t1") -> str:
+    await server.app.accounts.ensure(user)  # a write never creates the account
     session, _ = await server.app.service("sessions").create_or_load(user, tag, "meta0")
     return str(session["id"])
 

@@ -1,4 +1,4 @@
-"""usage-report (PROTOCOL.md §4.6): validation strings, upsert by (user, session-or-none, key),
+"""usage-report (docs/events.md): validation strings, upsert by (user, session-or-none, key),
 the usage ephemeral, per-socket order, and no duplicate session-less rows under concurrency."""
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ async def save(
     cost: dict[str, Any],
     session_id: str | None = None,
 ) -> None:
+    await srv.app.accounts.ensure(user)  # a write never creates the account
     await srv.app.service(UsageService).save(user, session_id, key, tokens, cost)
 
 
