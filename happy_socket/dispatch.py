@@ -207,7 +207,7 @@ class Dispatcher:
                 await self._app.sio.enter_room(sid, room)
             self.accept(conn, self._app.sio.manager.eio_sid_from_sid(sid, "/"))
             self._app.metrics.connections.labels(conn.client_type.value).inc()
-            log.info(
+            log.debug(
                 "connect user=%s sid=%s type=%s client=%s",
                 conn.user_id,
                 sid,
@@ -231,7 +231,7 @@ class Dispatcher:
         if conn is None:
             return
         self._app.metrics.connections.labels(conn.client_type.value).dec()
-        log.info("disconnect user=%s sid=%s reason=%s", conn.user_id, sid, reason)
+        log.debug("disconnect user=%s sid=%s reason=%s", conn.user_id, sid, reason)
         ctx = self.context(conn, "core", "disconnect")
         await self._app.run_hook("on_disconnect", ctx=ctx, reason=str(reason))
 

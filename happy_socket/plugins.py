@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
@@ -72,12 +73,45 @@ def make_plugin_manager(
             module = ep.load()
         except Exception as exc:
             raise ConfigError(f"Plugin {name!r} failed to import: {exc}.") from exc
-        pm.register(module, name=name)
+        _register(pm, module, name)
     for name, obj in extra:
         if name not in blocked:
-            pm.register(obj, name=name)
+            _register(pm, obj, name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        hook = _unknown_hook(exc)
+        raise ConfigError(
+            f"Plugin {pm.get_name(exc.plugin) or '?'!r} implements {hook!r}, which is not a "
+            "happy-socket hook (see docs/plugin_hooks.md)."
+        ) from None
     check_requirements(pm)
     return pm
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
+    """Register ``plugin``; a hook implementation with a wrong argument is one sentence."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        text = str(exc)
+        hook = re.search(r"for hook '([^']+)'", text)
+        args = re.search(r"Argument\(s\) \{([^}]*)\}", text)
+        raise ConfigError(
+            f"Plugin {name!r} implements hook {hook.group(1) if hook else '?'!r} with "
+            f"argument(s) {args.group(1) if args else '?'} the hook does not have "
+            "(see docs/plugin_hooks.md)."
+        ) from None
+
+
+def _unknown_hook(exc: pluggy.PluginValidationError) -> str:
+    text = str(exc)
+    start = text.find("unknown hook")
+    if start >= 0:
+        quoted = text[start:].split("'")
+        if len(quoted) > 1:
+            return quoted[1]
+    return text.splitlines()[0] if text else "?"
 
 
 def _named(plugin: object | tuple[str, object]) -> tuple[str, object]:
@@ -90,12 +124,19 @@ def _named(plugin: object | tuple[str, object]) -> tuple[str, object]:
 
 
 def check_requirements(pm: pluggy.PluginManager) -> None:
-    """Raise ConfigError naming the first plugin whose required plugin is not enabled."""
+    """Raise ConfigError naming every enabled plugin whose required plugin is not enabled."""
     enabled = {name for name, _ in enabled_plugins(pm)}
+    missing: dict[str, list[str]] = {}
     for name, plugin in sorted(enabled_plugins(pm)):
         for needed in requirements_of(plugin):
             if needed not in enabled:
-                raise ConfigError(f"Plugin {name!r} needs plugin {needed!r}, which is not enabled.")
+                missing.setdefault(needed, []).append(name)
+    if missing:
+        needed, needers = sorted(missing.items())[0]
+        names = ", ".join(repr(n) for n in needers)
+        plural = "Plugins" if len(needers) > 1 else "Plugin"
+        verb = "need" if len(needers) > 1 else "needs"
+        raise ConfigError(f"{plural} {names} {verb} plugin {needed!r}, which is not enabled.")
 
 
 def enabled_plugins(pm: pluggy.PluginManager) -> list[tuple[str, object]]:

@@ -39,9 +39,10 @@ def _b64(value: Any) -> bytes:
 async def login(ctx: HttpContext) -> Any:
     """Verify an Ed25519 signature of a challenge; answer a token for the key's account."""
     data = await ctx.json()
-    public_key, challenge, signature = (
-        _b64(data.get(k)) for k in ("publicKey", "challenge", "signature")
-    )
+    fields = [data.get(k) for k in ("publicKey", "challenge", "signature")]
+    if not all(isinstance(f, str) and f and len(f) <= MAX_FIELD for f in fields):
+        raise HTTPError(400, "Invalid request")  # the shape first, then the contents
+    public_key, challenge, signature = (_b64(f) for f in fields)
     if not verified(public_key, challenge, signature):
         raise HTTPError(401, "Invalid signature")
     # keyed by (key, challenge), not the signature: an Ed25519 signature is deterministic, and

@@ -84,8 +84,11 @@ async def artifact_update(ctx: Context, data: Any) -> dict[str, Any]:
     row = result.current
     sent = [name for name, part in (("header", header), ("body", body)) if part is not None]
     if result.is_mismatch:
+        # only the stale parts are named: a fresh part sent beside a stale one is not
         reply: dict[str, Any] = {"result": "version-mismatch"}
-        for name in sent:
+        for name, part in (("header", header), ("body", body)):
+            if part is None or part.expected == int(row[f"{name}_version"]):
+                continue
             reply[name] = {
                 "currentVersion": int(row[f"{name}_version"]),
                 "currentData": b64(row[name]),

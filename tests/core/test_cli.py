@@ -91,3 +91,14 @@ def test_json_log_lines(capsys: object) -> None:
     assert line["message"] == "hello world" and line["level"] == "info"
     assert line["user"] == "alice" and line["sid"] == "s1" and line["logger"] == "happy_socket.test"
     logging.getLogger().handlers.clear()
+
+
+def test_python_dash_m_happy_socket_is_the_command() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "happy_socket", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "serve" in done.stdout and "Usage: " in done.stdout

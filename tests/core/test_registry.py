@@ -109,3 +109,36 @@ def test_without_leaves_an_installed_plugin_out() -> None:
     assert "ping" not in app.registry
     app = create_app(Settings(db="sqlite:///:memory:"))
     assert "ping" in app.plugin_names and "ping" in app.registry
+
+
+def test_plugin_mistakes_are_one_sentence_each() -> None:
+    import pytest as _pytest
+
+    from happy_socket import Settings, create_app, hookimpl
+    from happy_socket.errors import ConfigError
+
+    class Typo:
+        @hookimpl
+        def register_handler(self, registry: object) -> None:  # not a hook: missing "s"
+            pass
+
+    class WrongArgument:
+        @hookimpl
+        def register_handlers(self, registri: object) -> None:
+            pass
+
+    settings = Settings(db="sqlite:///:memory:", secret="s" * 32)
+    with _pytest.raises(
+        ConfigError,
+        match=r"^Plugin 'x' implements 'register_handler', which is not a happy-socket hook",
+    ):
+        create_app(settings, plugins=[("x", Typo())], load_entry_points=False)
+    with _pytest.raises(
+        ConfigError,
+        match=r"^Plugin 'x' implements hook 'register_handlers' with argument\(s\) 'registri'",
+    ):
+        create_app(settings, plugins=[("x", WrongArgument())], load_entry_points=False)
+    with _pytest.raises(
+        ConfigError, match=r"^Plugins 'access-keys', 'usage' need plugin 'sessions'"
+    ):
+        create_app(settings.evolve(without=("sessions",)))

@@ -172,7 +172,7 @@ async def test_client_text_cannot_forge_log_lines(
 ) -> None:
     from happy_socket.logs import TextFormatter
 
-    caplog.set_level(logging.INFO, logger="happy_socket")
+    caplog.set_level(logging.DEBUG, logger="happy_socket")
     await server.client(
         "alice", happyClient="web/1\n12:00:00 INFO happy_socket: connect user=admin"
     )

@@ -228,7 +228,10 @@ async def test_deleting_the_session_deletes_its_keys(server: ServerHarness) -> N
 @pytest.mark.parametrize(
     ("without", "message"),
     [
-        (("sessions",), "Plugin 'access-keys' needs plugin 'sessions', which is not enabled."),
+        (
+            ("sessions",),
+            "Plugins 'access-keys', 'usage' need plugin 'sessions', which is not enabled.",
+        ),
         (("machines",), "Plugin 'access-keys' needs plugin 'machines', which is not enabled."),
     ],
 )

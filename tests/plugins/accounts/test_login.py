@@ -195,3 +195,19 @@ async def test_small_order_keys_and_non_canonical_signatures_are_refused(
     assert (await http.post("/v1/auth", json=body)).status_code == 200
     reply = await http.post("/v1/auth", json=body)
     assert (reply.status_code, reply.json()) == (401, {"error": "Challenge already used"})
+
+
+async def test_a_login_missing_a_field_is_a_400_whatever_the_others_hold(
+    http: httpx.AsyncClient,
+) -> None:
+    body = Phone().login_body()
+    for missing in ("publicKey", "challenge", "signature"):
+        partial = {k: v for k, v in body.items() if k != missing}
+        partial["publicKey"] = partial.get("publicKey", "not base64!")
+        if missing == "publicKey":
+            del partial["publicKey"]
+        reply = await http.post("/v1/auth", json=partial)
+        assert (reply.status_code, reply.json()) == (400, {"error": "Invalid request"}), missing
+    bad_first = {**body, "publicKey": "not base64!", "signature": None}
+    reply = await http.post("/v1/auth", json=bad_first)
+    assert (reply.status_code, reply.json()) == (400, {"error": "Invalid request"})
