@@ -178,12 +178,12 @@ def bounded_cases(own: Resources) -> list[tuple[str, Any, Any]]:
         ),
         (
             "rpc-call",
-            {"method": "m" * 1024},
+            {"method": "m" * 256},  # rpc.max_method_length
             {"ok": False, "error": "RPC method not available"},
         ),
         (
             "rpc-call",
-            {"method": "m" * 1025},
+            {"method": "m" * 257},
             {"ok": False, "error": "Invalid parameters: method is required"},
         ),
     ]
