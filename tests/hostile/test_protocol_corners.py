@@ -198,3 +198,21 @@ async def test_a_session_that_never_joins_socketio_is_closed_after_the_deadline(
     assert refusals == 1
     await joined.__aexit__(None, None, None)
     await lurker.__aexit__(None, None, None)
+
+
+async def test_no_ack_events_answer_only_input_the_core_refuses(server: ServerHarness) -> None:
+    """As docs/events.md says: ``session-alive`` and ``rpc-register`` never ack from their
+    handler, but a payload the core refuses is answered like for any event."""
+    sock = await server.client("alice")
+    deep: Any = []
+    for _ in range(40):
+        deep = [deep]
+    refused = {
+        "session-alive": INVALID,
+        "rpc-register": {"ok": False, "error": "Invalid parameters"},
+    }
+    for event, answer in refused.items():
+        assert await sock.call(event, {"sid": deep}) == answer
+        assert await sock.call(event, {"sid": "s\x00"}) == answer
+    valid = {"sid": "no-such-session", "time": 1}
+    assert await sock.call("session-alive", valid) is None  # a callback without data
