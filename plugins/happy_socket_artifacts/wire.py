@@ -18,46 +18,37 @@ def b64(data: bytes) -> str:
     return base64.b64encode(bytes(data)).decode("ascii")
 
 
-def serialize(row: Row) -> dict[str, Any]:
-    """The artifact in socket acks (``artifact-read``, ``artifact-create``)."""
-    return {
+def _artifact(row: Row, *, body: bool, key: bool) -> dict[str, Any]:
+    """An artifact's wire fields; ``body`` and ``dataEncryptionKey`` only where asked."""
+    out: dict[str, Any] = {
         "id": row["id"],
         "header": b64(row["header"]),
         "headerVersion": int(row["header_version"]),
-        "body": b64(row["body"]),
-        "bodyVersion": int(row["body_version"]),
-        "seq": int(row["seq"]),
-        "createdAt": int(row["created_at"]),
-        "updatedAt": int(row["updated_at"]),
     }
+    if body:
+        out["body"] = b64(row["body"])
+        out["bodyVersion"] = int(row["body_version"])
+    if key:
+        out["dataEncryptionKey"] = b64(row["data_encryption_key"])
+    out["seq"] = int(row["seq"])
+    out["createdAt"] = int(row["created_at"])
+    out["updatedAt"] = int(row["updated_at"])
+    return out
+
+
+def serialize(row: Row) -> dict[str, Any]:
+    """The artifact in socket acks (``artifact-read``, ``artifact-create``)."""
+    return _artifact(row, body=True, key=False)
 
 
 def full(row: Row) -> dict[str, Any]:
     """The artifact in HTTP answers (``GET /v1/artifacts/:id``, ``POST /v1/artifacts``)."""
-    return {
-        "id": row["id"],
-        "header": b64(row["header"]),
-        "headerVersion": int(row["header_version"]),
-        "body": b64(row["body"]),
-        "bodyVersion": int(row["body_version"]),
-        "dataEncryptionKey": b64(row["data_encryption_key"]),
-        "seq": int(row["seq"]),
-        "createdAt": int(row["created_at"]),
-        "updatedAt": int(row["updated_at"]),
-    }
+    return _artifact(row, body=True, key=True)
 
 
 def listing(row: Row) -> dict[str, Any]:
     """One item of ``GET /v1/artifacts``: everything but the body."""
-    return {
-        "id": row["id"],
-        "header": b64(row["header"]),
-        "headerVersion": int(row["header_version"]),
-        "dataEncryptionKey": b64(row["data_encryption_key"]),
-        "seq": int(row["seq"]),
-        "createdAt": int(row["created_at"]),
-        "updatedAt": int(row["updated_at"]),
-    }
+    return _artifact(row, body=False, key=True)
 
 
 def new_artifact_body(row: Row) -> dict[str, Any]:
