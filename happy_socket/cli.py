@@ -43,6 +43,7 @@ def app_options(fn: F) -> F:
         click.option(
             "--db",
             envvar=_env("db"),
+            show_envvar=True,
             default=DEFAULT_DB_URL,
             show_default=True,
             help="Database URL: sqlite:///FILE.db or postgresql://USER@HOST:PORT/DB.",
@@ -50,12 +51,14 @@ def app_options(fn: F) -> F:
         click.option(
             "--redis",
             envvar=_env("redis"),
+            show_envvar=True,
             default=None,
             help="Redis URL for several processes, e.g. redis://127.0.0.1:6379/0.",
         ),
         click.option(
             "--redis-channel",
             envvar=_env("redis_channel"),
+            show_envvar=True,
             default="happy-socket",
             show_default=True,
             metavar="NAME",
@@ -64,6 +67,7 @@ def app_options(fn: F) -> F:
         click.option(
             "--secret",
             envvar=_env("secret"),
+            show_envvar=True,
             default=None,
             help="Token signing secret (default: generated once, kept beside the SQLite file).",
         ),
@@ -71,6 +75,7 @@ def app_options(fn: F) -> F:
             "--without",
             "without",
             envvar=_env("without"),
+            show_envvar=True,
             multiple=True,
             metavar="NAME",
             help="Leave out an installed plugin (repeatable).",
@@ -152,6 +157,7 @@ def cli() -> None:
 @click.option(
     "--host",
     envvar=_env("host"),
+    show_envvar=True,
     default="127.0.0.1",
     show_default=True,
     help="Interface to listen on.",
@@ -159,6 +165,7 @@ def cli() -> None:
 @click.option(
     "--port",
     envvar=_env("port"),
+    show_envvar=True,
     default=3005,
     show_default=True,
     type=int,
@@ -168,6 +175,7 @@ def cli() -> None:
 @click.option(
     "--log-level",
     envvar=_env("log_level"),
+    show_envvar=True,
     default="info",
     show_default=True,
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
@@ -176,6 +184,7 @@ def cli() -> None:
 @click.option(
     "--log-format",
     envvar=_env("log_format"),
+    show_envvar=True,
     default="text",
     show_default=True,
     type=click.Choice(["text", "json"]),
@@ -184,6 +193,7 @@ def cli() -> None:
 @click.option(
     "--per-message-deflate/--no-per-message-deflate",
     envvar=_env("per_message_deflate"),
+    show_envvar=True,
     default=False,
     show_default=True,
     help="Compress websocket frames (costs CPU and memory).",
@@ -192,6 +202,7 @@ def cli() -> None:
 @click.option(
     "--rpc-grace",
     envvar=_env("rpc_grace"),
+    show_envvar=True,
     default=10.0,
     show_default=True,
     type=click.FloatRange(min=0),
@@ -335,6 +346,7 @@ def _redact(url: str) -> str:
     "--without",
     "without",
     envvar=_env("without"),
+    show_envvar=True,
     multiple=True,
     metavar="NAME",
     help="Show NAME as disabled.",
@@ -374,6 +386,7 @@ def plugins(without: tuple[str, ...], as_json: bool) -> None:
     "--without",
     "without",
     envvar=_env("without"),
+    show_envvar=True,
     multiple=True,
     metavar="NAME",
     help="Leave out an installed plugin.",
@@ -396,14 +409,39 @@ def _assemble(settings: Settings) -> App:
 
 @cli.command()
 @click.argument("user_id")
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Start a new SQLite database (and secret) when none exists at --db.",
+)
 @app_options
-def token(user_id: str, settings: Settings) -> None:
-    """Print a bearer token for USER_ID (creating the account)."""
+def token(user_id: str, create: bool, settings: Settings) -> None:
+    """Print a bearer token for USER_ID (creating the account).
+
+    Says on stderr which database and secret it used: a token works only on a server that
+    uses the same ones. Without --secret it refuses to invent a secret for a SQLite database
+    that does not exist yet (run from the wrong directory, say), unless --create.
+    """
+    path = settings.sqlite_file
+    if settings.secret is None and path is not None and not path.exists() and not create:
+        raise click.ClickException(
+            f"No database at {path.resolve()}: run this where `happy-socket serve` keeps its "
+            "database, pass its --db (and --secret), or add --create to start a new one."
+        )
 
     async def work(app: App) -> str:
         return await app.issue_token(user_id)
 
-    click.echo(run_with_app(settings, work))
+    issued = run_with_app(settings, work)
+    if settings.secret is not None:
+        secret = "--secret / HAPPY_SOCKET_SECRET"
+    else:
+        from .auth import secret_file_for
+
+        secret_file = secret_file_for(settings)
+        secret = str(secret_file.resolve()) if secret_file else "one made for this run"
+    click.echo(f"token for {user_id!r}: database {settings.db}, secret {secret}", err=True)
+    click.echo(issued)
 
 
 @cli.group()

@@ -123,6 +123,7 @@ def setting_options(flags: tuple[SettingFlag, ...]) -> Callable[[F], F]:
                 envvar=env_name(spec.field),
                 default=defaults[spec.field],
                 show_default=True,
+                show_envvar=True,
                 type=spec.type,
                 metavar=spec.metavar,
                 multiple=spec.multiple,

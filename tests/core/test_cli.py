@@ -57,7 +57,7 @@ def test_db_upgrade_prints_versions(tmp_path: Path) -> None:
 def test_token_prints_one_token(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 't.db'}"
     result = invoke("token", "alice", "--db", db, "--secret", "s" * 32)
-    assert result.exit_code == 0 and result.output.count(".") == 2
+    assert result.exit_code == 0 and result.stdout.strip().count(".") == 2
 
 
 def test_every_command_has_help() -> None:
@@ -102,3 +102,18 @@ def test_python_dash_m_happy_socket_is_the_command() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "serve" in done.stdout and "Usage: " in done.stdout
+
+
+def test_token_says_which_database_and_secret_and_invents_none(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    refused = CliRunner().invoke(cli, ["token", "alice", "--db", db])
+    assert refused.exit_code == 1
+    assert "No database at" in refused.output and "--create" in refused.output
+    assert not (tmp_path / "elsewhere.db").exists()
+    assert not (tmp_path / "elsewhere.db.secret").exists()
+    made = CliRunner().invoke(cli, ["token", "alice", "--db", db, "--create"])
+    assert made.exit_code == 0, made.output
+    assert made.stdout.strip().count(".") == 2  # only the token on stdout
+    assert "elsewhere.db.secret" in made.stderr and "elsewhere.db" in made.stderr
+    again = CliRunner().invoke(cli, ["token", "bob", "--db", db])  # it exists now
+    assert again.exit_code == 0, again.output

@@ -232,6 +232,6 @@ def test_cli_token_for_any_user_id_is_readable(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 't.db'}"
     result = CliRunner().invoke(cli, ["token", "a?~>", "--db", db, "--secret", SECRET])
     assert result.exit_code == 0, result.output
-    token = result.output.strip()
+    token = result.stdout.strip()
     assert app_decode(token)["sub"] == "a?~>"
     assert Tokens(SECRET).verify(token) == "a?~>"
