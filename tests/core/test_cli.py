@@ -117,3 +117,11 @@ def test_token_says_which_database_and_secret_and_invents_none(tmp_path: Path) -
     assert "elsewhere.db.secret" in made.stderr and "elsewhere.db" in made.stderr
     again = CliRunner().invoke(cli, ["token", "bob", "--db", db])  # it exists now
     assert again.exit_code == 0, again.output
+
+
+def test_help_and_errors_name_the_environment_variables() -> None:
+    help_text = CliRunner().invoke(cli, ["serve", "--help"]).output
+    for variable in ("HAPPY_SOCKET_PORT", "HAPPY_SOCKET_DB", "HAPPY_SOCKET_WRITE_STALL_S"):
+        assert variable in help_text
+    bad = CliRunner().invoke(cli, ["serve"], env={"HAPPY_SOCKET_PORT": "abc"})
+    assert bad.exit_code == 2 and "HAPPY_SOCKET_PORT" in bad.output
