@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from happy_socket import App, Settings, create_app
-from happy_socket.testing import ServerHarness, ci
-
-PG_ADMIN_URL = os.environ.get(
-    "HAPPY_SOCKET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+from happy_socket.pytest_plugin import (
+    _pg_admin,
+    pg_admin_url,
+    redis_test_url,
+    service_missing,
 )
-REDIS_URL = os.environ.get("HAPPY_SOCKET_TEST_REDIS", "redis://127.0.0.1:6379/0")
+from happy_socket.testing import ServerHarness
 
-
-def service_missing(what: str, exc: BaseException) -> None:
-    """Fail under CI (the service must be there), skip with a reason on a laptop."""
-    message = f"{what} is not reachable ({exc!r})"
-    if ci():
-        pytest.fail(message + " and CI=true: tests that need it must not be skipped")
-    pytest.skip(message)
+# the service fixtures are the pytest plugin's (happy_socket.pytest_plugin); these names stay
+# for the suite's own modules
+PG_ADMIN_URL = pg_admin_url()
+REDIS_URL = redis_test_url()
+_admin = _pg_admin
+__all__ = ["PG_ADMIN_URL", "REDIS_URL", "_admin", "service_missing"]
 
 
 @pytest.fixture
@@ -33,41 +30,16 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
 
 
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    try:
-        await admin.execute(sql)
-    finally:
-        await admin.close()
+@pytest.fixture
+def pg_url(happy_pg_url: str) -> str:
+    """A fresh, empty PostgreSQL database, dropped afterwards (fails, not skips, under CI)."""
+    return happy_pg_url
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database, dropped afterwards."""
-    name = "hs_" + uuid.uuid4().hex[:16]
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        service_missing("PostgreSQL", exc)
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
-    """A reachable Redis (flushed channel names are per test, so no flush is needed)."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        service_missing("Redis", exc)
-    finally:
-        await client.aclose()
-    yield REDIS_URL
+def redis_url(happy_redis_url: str) -> str:
+    """A reachable Redis (channel names are per test, so no flush is needed)."""
+    return happy_redis_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
