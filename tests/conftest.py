@@ -13,8 +13,8 @@ from happy_socket.pytest_plugin import (
     _pg_admin,
     pg_admin_url,
     redis_test_url,
-    service_missing,
 )
+from happy_socket.pytest_plugin import service_missing as service_missing
 from happy_socket.testing import ServerHarness
 
 # the service fixtures are the pytest plugin's (happy_socket.pytest_plugin); these names stay
@@ -22,7 +22,6 @@ from happy_socket.testing import ServerHarness
 PG_ADMIN_URL = pg_admin_url()
 REDIS_URL = redis_test_url()
 _admin = _pg_admin
-__all__ = ["PG_ADMIN_URL", "REDIS_URL", "_admin", "service_missing"]
 
 
 @pytest.fixture
