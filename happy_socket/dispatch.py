@@ -12,10 +12,15 @@ import socketio
 from .compat import engineio as engineio_compat
 from .context import Connection, Context, OrderSlot
 from .errors import HandlerError, InternalError, InvalidParams, Unauthorized
-from .handshake import (
-    connection_for,
+from .handshake import AUTH_TOO_LARGE, connection_for
+from .packets import (
+    NAME_NOT_STRING,
+    OVERSIZED_CONNECT,
+    connect_error_packet,
+    packet_problem,
+    trim_environ,
+    unnamed_event,
 )
-from .packets import NAME_NOT_STRING, packet_problem, trim_environ, unnamed_event
 from .registry import Handler
 from .routing import rooms_of
 from .validation import refused_input
@@ -119,6 +124,10 @@ class Dispatcher:
             problem = packet_problem(data)
             if problem == NAME_NOT_STRING:
                 data = unnamed_event(data)  # answered "Unknown event" like any unknown name
+            elif problem == OVERSIZED_CONNECT:  # refused as the handshake would, unparsed
+                self._app.metrics.handshake_refusals.labels(AUTH_TOO_LARGE).inc()
+                await self._app.sio.eio.send(eio_sid, connect_error_packet(data, AUTH_TOO_LARGE))
+                return None
             elif problem is not None:
                 await self._close_for(eio_sid, problem)
                 return None

@@ -7,6 +7,11 @@ from typing import Any
 import orjson
 
 NAME_NOT_STRING = "event name is not a string"
+OVERSIZED_CONNECT = "connect packet too large"
+#: A CONNECT packet longer than this (characters, as received) cannot hold an ``auth`` object
+#: within the handshake's 4 KB (escapes at most triple a character's bytes): it is refused
+#: ``Authentication data too large`` without being parsed.
+MAX_CONNECT_PACKET_CHARS = 4 * 4096
 INVALID_NAME = "(invalid event name)"  # what an event whose name is not a string becomes
 
 
@@ -23,6 +28,8 @@ def packet_problem(data: Any) -> str | None:
     kind = data[:1]
     if kind in ("5", "6"):
         return "binary packet"
+    if kind == "0" and len(data) > MAX_CONNECT_PACKET_CHARS:
+        return OVERSIZED_CONNECT
     if kind == "2":
         start = data.find("[")
         if start < 0:
@@ -33,6 +40,15 @@ def packet_problem(data: Any) -> str | None:
         if i < len(data) and data[i] != '"':
             return NAME_NOT_STRING
     return None
+
+
+def connect_error_packet(data: str, message: str) -> str:
+    """The CONNECT_ERROR packet answering the CONNECT packet ``data`` with ``message``."""
+    namespace = ""
+    if data[1:2] == "/":
+        end = data.find(",", 1)
+        namespace = data[1 : end if end > 0 else min(len(data), 256)][:256] + ","
+    return "4" + namespace + orjson.dumps({"message": message}).decode()
 
 
 def unnamed_event(data: str) -> str:

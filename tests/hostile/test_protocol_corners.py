@@ -153,6 +153,26 @@ async def test_handshake_auth_is_bounded_and_trimmed(server: ServerHarness) -> N
     assert "token" not in conn.auth and "extra" not in conn.auth
 
 
+async def test_a_huge_connect_packet_is_refused_without_being_parsed(
+    server: ServerHarness,
+) -> None:
+    token = await server.token("alice")
+    refusals = server.app.metrics.registry.get_sample_value
+    labels = {"reason": "Authentication data too large"}
+    before = refusals("happy_socket_handshake_refusals_total", labels) or 0
+    async with RawSocket(server.url) as raw:
+        answer = await raw.connect({"token": token, "pad": "p" * 900_000})
+        assert answer == '4{"message":"Authentication data too large"}'
+        answer = await raw.connect({"token": token})  # the same session may try again
+        assert answer.startswith("0{"), answer
+        assert await still_works(raw)
+    async with RawSocket(server.url) as raw:  # another namespace: the refusal names it
+        await raw.send("0/admin," + '{"pad":"' + "p" * 20_000 + '"}')
+        assert await raw.recv() == '4/admin,{"message":"Authentication data too large"}'
+    after = refusals("happy_socket_handshake_refusals_total", labels)
+    assert after == before + 2
+
+
 async def test_sockets_per_user_are_limited(make_server: Any) -> None:
     server = await make_server(max_sockets_per_user=3)
     socks = [await server.client("alice") for _ in range(3)]
