@@ -43,6 +43,9 @@ UNKNOWN_EVENT_ACK: dict[str, Any] = {
 
 DEFAULT_MAX_PENDING = 1000  # ordered events started or waiting, per socket, before it is paused
 DEFAULT_MAX_CONCURRENT = 1000  # other events running at once, per socket, before it is paused
+#: packets one socket's reader may handle in a row before it lets the other sockets run: a
+#: reader whose frames are already buffered never waits, so a flood would hold the loop
+FAIR_BURST = 16
 
 
 class SocketWork:
@@ -53,7 +56,7 @@ class SocketWork:
     finishing event makes room.
     """
 
-    __slots__ = ("eio_sid", "pending", "room", "running", "tail")
+    __slots__ = ("burst", "eio_sid", "pending", "room", "running", "tail")
 
     def __init__(self, eio_sid: str | None) -> None:
         self.eio_sid = eio_sid
@@ -61,6 +64,7 @@ class SocketWork:
         self.pending = 0  # ordered events started or waiting
         self.running = 0  # other events running
         self.room: asyncio.Future[None] | None = None
+        self.burst = 0  # packets read since the reader last let other tasks run
 
 
 class Dispatcher:
@@ -119,8 +123,13 @@ class Dispatcher:
 
         async def on_message(eio_sid: str, data: Any) -> Any:
             work = self._work_by_eio.get(eio_sid)
-            if work is not None and work.room is not None:
-                await self._wait_for_room(work)
+            if work is not None:
+                if work.room is not None:
+                    await self._wait_for_room(work)
+                work.burst += 1
+                if work.burst >= FAIR_BURST:  # fairness: other sockets' packets go first
+                    work.burst = 0
+                    await asyncio.sleep(0)
             problem = packet_problem(data)
             if problem == NAME_NOT_STRING:
                 data = unnamed_event(data)  # answered "Unknown event" like any unknown name

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("happy_socket.http")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # default of Settings.max_body_bytes
+#: the body limit of routes that need no token (``Auth.NONE``) unless they name their own:
+#: anyone may call them, and what they take (a key, a version string) is small
+UNAUTHENTICATED_MAX_BODY = 64 * 1024
 
 
 class JSONResponse(Response):
@@ -58,7 +61,11 @@ class Auth(str, enum.Enum):
 
 
 class BodyTooLarge(HTTPError):
-    """The request body is over ``Settings.max_body_bytes`` (refused before it is read whole)."""
+    """The request body is over its route's limit (refused before it is read whole).
+
+    Under ``happy-socket serve`` the rest of the body is then dropped unparsed and the
+    connection closed (:func:`happy_socket.compat.uvicorn.http_protocol`).
+    """
 
     def __init__(self) -> None:
         super().__init__(413, "Request body too large")
@@ -71,6 +78,7 @@ class HttpContext:
     request: Request
     app: App
     user_id: str | None = None
+    max_body: int | None = None  # the route's body limit; None: ``Settings.max_body_bytes``
 
     @property
     def user(self) -> str:
@@ -100,8 +108,10 @@ class HttpContext:
         return query_int(self.query, name, default=default, minimum=minimum, maximum=maximum)
 
     async def body(self) -> bytes:
-        """The raw body, refused with 413 past ``max_body_bytes`` before it is held whole."""
+        """The raw body, refused with 413 past the route's limit before it is held whole."""
         limit = self.app.settings.max_body_bytes
+        if self.max_body is not None:
+            limit = min(limit, self.max_body)
         declared = self.request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise BodyTooLarge() if declared.isdigit() else InvalidParams("Bad Content-Length")
@@ -174,6 +184,7 @@ class RouteInfo:
     plugin: str
     auth: Auth
     name: str
+    max_body: int | None = None
 
 
 def _specificity(path: str) -> tuple[int, ...]:
@@ -207,12 +218,17 @@ class Routes:
         methods: Iterable[str] = ("GET",),
         auth: Auth | str | bool = Auth.NONE,
         name: str | None = None,
+        max_body: int | None = None,
     ) -> RouteInfo:
         """Serve ``endpoint(ctx)`` at ``path`` for ``methods`` under the ``auth`` policy.
 
         ``name`` (default ``"<plugin>.<endpoint>"``) is what :meth:`url_for` takes.
+        ``max_body`` caps the request body below ``Settings.max_body_bytes``; routes that
+        need no token default to :data:`UNAUTHENTICATED_MAX_BODY`.
         """
         policy = _policy(auth)
+        if max_body is None and policy is Auth.NONE:
+            max_body = UNAUTHENTICATED_MAX_BODY
         methods = tuple(m.upper() for m in methods)
         regex, _, _ = compile_path(path)
         for other, route in self._routes:
@@ -230,7 +246,7 @@ class Routes:
             raise ConfigError(
                 f"Route name {name!r} is used twice (plugin {self.current_plugin!r})."
             )
-        info = RouteInfo(path, methods, self.current_plugin, policy, name)
+        info = RouteInfo(path, methods, self.current_plugin, policy, name, max_body)
         route = Route(path, self._wrap(endpoint, info), methods=list(methods), name=name)
         self._routes.append((info, route))
         return info
@@ -256,7 +272,7 @@ class Routes:
             outcome = "ok"
             try:
                 user_id = await _user_for(app, request, info.auth)
-                result = await endpoint(HttpContext(request, app, user_id))
+                result = await endpoint(HttpContext(request, app, user_id, info.max_body))
                 response = result if isinstance(result, Response) else JSONResponse(result)
             except HandlerError as exc:
                 outcome = "internal_error" if exc.status >= 500 else "error"
@@ -300,6 +316,7 @@ class RouteGroup:
         methods: Iterable[str] = ("GET",),
         auth: Auth | str | bool | None = None,
         name: str | None = None,
+        max_body: int | None = None,
     ) -> RouteInfo:
         """Like :meth:`Routes.add`, with ``path`` under the prefix ("" is the prefix itself)."""
         return self.routes.add(
@@ -308,6 +325,7 @@ class RouteGroup:
             methods=methods,
             auth=self.auth if auth is None else auth,
             name=name,
+            max_body=max_body,
         )
 
 
@@ -336,6 +354,7 @@ async def _user_for(app: App, request: Request, policy: Auth) -> str | None:
 
 
 __all__ = [
+    "UNAUTHENTICATED_MAX_BODY",
     "Auth",
     "BodyTooLarge",
     "Endpoint",

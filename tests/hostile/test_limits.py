@@ -108,6 +108,45 @@ async def test_http_body_limit_refuses_declared_and_streamed_bodies(
         assert fine.status_code == 200
 
 
+async def test_routes_without_a_token_take_small_bodies_and_drop_the_rest(
+    server: ServerHarness,
+) -> None:
+    from happy_socket.compat.uvicorn import LINGER_S
+    from happy_socket.http import UNAUTHENTICATED_MAX_BODY
+
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"x" * 16_384
+    sent = 0
+    while sent <= UNAUTHENTICATED_MAX_BODY:  # an undeclared body, past the small limit
+        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        sent += len(chunk)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(20):  # the client keeps sending: dropped, and the answer stays readable
+        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), LINGER_S + 5)  # our side ends at once
+    assert b"Request body too large" in rest
+    assert loop.time() - started < LINGER_S
+    writer.close()
+    async with httpx.AsyncClient(limits=FRESH, base_url=server.url) as http:
+        reply = await http.post("/v1/auth", content=b"{" * (UNAUTHENTICATED_MAX_BODY + 1))
+        assert reply.status_code == 413  # declared: refused before the body is read
+        token = await server.token("alice")  # routes behind a token keep the 32 MiB limit
+        bearer = {"Authorization": f"Bearer {token}"}
+        big = {"tag": "t", "metadata": "m" * (UNAUTHENTICATED_MAX_BODY * 2)}
+        reply = await http.post("/v1/sessions", json=big, headers=bearer)
+        assert reply.status_code == 200
+
+
 # -- bounded fields ----------------------------------------------------------------
 
 
