@@ -3,6 +3,7 @@
     python bench/run.py                      # everything (a few minutes)
     python bench/run.py --only relay,sqlite  # some targets
     python bench/run.py --skip-connections --duration 2
+    python bench/run.py --only cluster       # 3 processes: per-user fan-out (bench/cluster.py)
 
 Targets: ``relay`` (bench/relay.py, no database: the ceiling), ``sqlite`` (one
 ``happy-socket serve`` on a fresh SQLite file), ``pg`` (two ``happy-socket serve`` processes
@@ -364,6 +365,11 @@ def main() -> None:
     counts = [] if args.skip_connections else [int(c) for c in args.connections.split(",") if c]
     wanted = [w for w in args.scenarios.split(",") if w]
     results: dict[str, dict[str, Any]] = {}
+    if "cluster" in names:  # per-user fan-out on 3 processes, and 1 -> 2 -> 3 (bench/cluster.py)
+        import cluster
+
+        names.remove("cluster")
+        results["cluster"] = cluster.run_all(max(args.duration, 5.0))
     with tempfile.TemporaryDirectory(prefix="hs-bench-") as tmp:
         for name in names:
             results[name] = {}

@@ -8,7 +8,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 import socketio
 import sqlalchemy as sa
@@ -17,13 +17,15 @@ from starlette.applications import Starlette
 from . import jsonmod
 from .auth import Tokens, resolve_secret
 from .compat import engineio as engineio_compat
-from .context import Clock, now_ms
+from .compat import socketio as socketio_compat
+from .context import Clock, Connection, now_ms
 from .dispatch import Dispatcher
 from .embed import EmbeddedASGI
 from .errors import ConfigError
+from .fanout import UserFanoutManager
 from .http import Routes, unmatched
 from .metrics import Metrics
-from .plugins import CORE_PLUGINS, call_each, make_plugin_manager, plugin_names
+from .plugins import CORE_PLUGINS, HookCalls, make_plugin_manager, plugin_names
 from .registry import Registry
 from .revocation import Revocation
 from .rooms import IndexedManager, IndexedRedisManager
@@ -36,6 +38,13 @@ log = logging.getLogger("happy_socket")
 
 S = TypeVar("S")
 DRAIN_TIMEOUT_S = 3.0  # how long shutdown waits for running event handlers
+
+
+class Collector(Protocol):
+    """What an assembly hook fills (Registry, Routes, Migrations, Services): it records each
+    addition under ``current_plugin``, which the core sets before calling each plugin."""
+
+    current_plugin: str
 
 
 class Services(dict[str, Any]):
@@ -77,6 +86,7 @@ class App:
         self.pm = make_plugin_manager(
             without=self.settings.without, plugins=plugins, load_entry_points=load_entry_points
         )
+        self.hooks = HookCalls(self.pm)  # every hook is called through it, one plugin at a time
         self.metrics = Metrics()
         self.db = Database(self.settings.db, on_batch=self.metrics.db_batch_size.observe)
         self.accounts = Accounts(self.db)
@@ -104,7 +114,7 @@ class App:
         s = self.settings
         manager: socketio.AsyncManager = IndexedManager()
         if s.redis:
-            manager = IndexedRedisManager(s.redis, channel=s.redis_channel, json=jsonmod)
+            manager = self._redis_manager(s)
         sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=manager,
@@ -124,6 +134,22 @@ class App:
         )
         return sio
 
+    def _redis_manager(self, s: Settings) -> socketio.AsyncManager:
+        """The per-user fan-out manager; python-socketio's one-channel Redis manager when the
+        installed python-socketio lacks the interface it builds on (logged)."""
+        missing = socketio_compat.missing_pubsub_interface() + socketio_compat.missing_room_hooks()
+        if not missing:
+            return UserFanoutManager(
+                s.redis or "", channel=s.redis_channel, mode=s.redis_pubsub,
+                metrics=self.metrics.registry,
+            )
+        log.warning(
+            "python-socketio lacks %s: using its own Redis manager (every process receives "
+            "every emit) instead of per-user fan-out",
+            ", ".join(missing),
+        )
+        return IndexedRedisManager(s.redis, channel=s.redis_channel, json=jsonmod)
+
     def _send_queue_overflowed(self, queue: SendQueue) -> None:
         """A socket's unsent data passed ``max_queued_bytes``: close it (it may reconnect)."""
         eio_sid = engineio_compat.close_socket_of(self.sio.eio, queue)
@@ -135,32 +161,31 @@ class App:
         )
 
     def _assemble(self) -> None:
-        for hook, arg, collector in (
+        """Run the assembly hooks, telling each collector which plugin is adding to it."""
+        collectors: list[tuple[str, str, Collector]] = [
             ("register_services", "services", self.services),
             ("register_handlers", "registry", self.registry),
             ("register_migrations", "migrations", self.migrations),
             ("register_routes", "routes", self.routes),
-        ):
-            self._collect(hook, arg, collector)
-        before: set[str] = set()
-
-        def remember(_: str) -> None:
-            before.clear()
-            before.update(self.metadata.tables)
-
-        for name, _ in call_each(
-            self.pm, "register_tables", before=remember, metadata=self.metadata, app=self
-        ):
-            new = [t for key, t in self.metadata.tables.items() if key not in before]
-            self.tables.setdefault(name, []).extend(new)
+        ]
+        for hook, arg, collector in collectors:
+            for name, call in self.hooks.each(hook):
+                collector.current_plugin = name
+                call(app=self, **{arg: collector})
+        for name, call in self.hooks.each("register_tables"):
+            own = sa.MetaData()  # the plugin's tables are what it adds here
+            call(metadata=own, app=self)
+            self._add_tables(name, own)
         self.dispatcher.attach(self.sio)
 
-    def _collect(self, hook: str, arg: str, collector: Any) -> None:
-        def tag(name: str) -> None:
-            collector.current_plugin = name
-
-        for _ in call_each(self.pm, hook, before=tag, app=self, **{arg: collector}):
-            pass
+    def _add_tables(self, plugin: str, metadata: sa.MetaData) -> None:
+        owners = {t.key: name for name, tables in self.tables.items() for t in tables}
+        for key, table in metadata.tables.items():
+            if key in owners:
+                raise ConfigError(
+                    f"Table {key!r} of plugin {plugin!r} is declared by plugin {owners[key]!r} too."
+                )
+            self.tables.setdefault(plugin, []).append(table.to_metadata(self.metadata))
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -186,8 +211,12 @@ class App:
             report = await upgrade(self.db, self.tables, self.migrations)
             if self.settings.redis:
                 await self._check_redis()
+                if isinstance(self.sio.manager, UserFanoutManager):
+                    await self.sio.manager.start()
             await self.run_hook("startup", app=self, errors="raise")
         except BaseException:
+            if isinstance(self.sio.manager, UserFanoutManager):
+                await self.sio.manager.stop()
             await self.db.disconnect()
             raise
         self.started = True
@@ -235,6 +264,8 @@ class App:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(self.sio.manager, UserFanoutManager):
+            await self.sio.manager.stop()
         await self.db.disconnect()
 
     @asynccontextmanager
@@ -267,36 +298,31 @@ class App:
         return EmbeddedASGI(self, wrapped, socketio_path=self.settings.socketio_path.strip("/"))
 
     async def run_hook(self, hook: str, *, errors: str = "log", **kwargs: Any) -> list[Any]:
-        """Call ``hook`` on every plugin, awaiting awaitables; log (or raise) failures."""
+        """Call ``hook`` on every plugin in turn (through pluggy), awaiting awaitables.
+
+        A plugin's failure is logged and the next plugin is called; ``errors="raise"``
+        raises it instead (``startup``).
+        """
         results = []
-        for name, result in self._each(hook, errors, **kwargs):
+        for name, call in self.hooks.each(hook):
             try:
+                result = call(**kwargs)
                 if inspect.isawaitable(result):
                     result = await result
-                results.append(result)
             except Exception:
                 if errors == "raise":
                     raise
                 log.exception("hook %s of plugin %s failed", hook, name)
+                continue
+            results.append(result)
         return results
-
-    def _each(self, hook: str, errors: str, **kwargs: Any) -> Iterable[tuple[str, Any]]:
-        it = call_each(self.pm, hook, **kwargs)
-        while True:
-            try:
-                yield next(it)
-            except StopIteration:
-                return
-            except Exception:
-                if errors == "raise":
-                    raise
-                log.exception("hook %s failed", hook)
 
     # -- library API (docs/protocol.md) ---------------------------------------
 
     async def authenticate(self, token: str, auth: dict[str, Any]) -> str | None:
         """The user id for ``token`` from the first ``authenticate`` hook that knows it."""
-        for name, result in call_each(self.pm, "authenticate", app=self, token=token, auth=auth):
+        for name, call in self.hooks.each("authenticate"):
+            result = call(app=self, token=token, auth=auth)
             if inspect.isawaitable(result):
                 result = await result
             if result is not None:
@@ -304,6 +330,14 @@ class App:
                     await self.accounts.ensure(str(result))
                 return str(result)
         return None
+
+    def connections(self) -> list[Connection]:
+        """The sockets connected to this process (authenticated, in their rooms)."""
+        return list(self.dispatcher.connections.values())
+
+    def connection(self, sid: str) -> Connection | None:
+        """The connection of socket ``sid`` in this process, or None."""
+        return self.dispatcher.connections.get(sid)
 
     async def issue_token(self, user_id: str) -> str:
         """Create the account ``user_id`` if needed and return a token for it."""

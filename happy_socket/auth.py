@@ -13,7 +13,6 @@ payload) verify too: clients never refresh a token.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -27,6 +26,7 @@ from .context import now_ms
 from .errors import ConfigError
 from .hookspecs import hookimpl
 from .ids import random_id
+from .validation import decode_b64
 
 if TYPE_CHECKING:
     from .app import App
@@ -124,10 +124,12 @@ class Tokens:
 
 def _json_part(part: str) -> Any:
     """A token part decoded from base64 (standard or url-safe, padded or not) and JSON."""
-    text = part.replace("-", "+").replace("_", "/")
+    raw = decode_b64(part, max_length=None, urlsafe=True)
+    if raw is None:
+        return None
     try:
-        return json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
-    except (binascii.Error, ValueError):
+        return json.loads(raw)
+    except ValueError:
         return None
 
 

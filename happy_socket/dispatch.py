@@ -9,18 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import socketio
 
+from .backpressure import DEFAULT_MAX_PENDING, Backpressure
 from .compat import engineio as engineio_compat
+from .compat import socketio as socketio_compat
 from .context import Connection, Context, OrderSlot
 from .errors import HandlerError, InternalError, InvalidParams, Unauthorized
-from .handshake import AUTH_TOO_LARGE, connection_for
-from .packets import (
-    NAME_NOT_STRING,
-    OVERSIZED_CONNECT,
-    connect_error_packet,
-    packet_problem,
-    trim_environ,
-    unnamed_event,
-)
+from .handshake import connection_for
+from .packets import trim_environ
 from .registry import Handler
 from .routing import rooms_of
 from .validation import refused_input
@@ -41,44 +36,16 @@ UNKNOWN_EVENT_ACK: dict[str, Any] = {
     "message": UNKNOWN_EVENT,
 }
 
-DEFAULT_MAX_PENDING = 1000  # ordered events started or waiting, per socket, before it is paused
-DEFAULT_MAX_CONCURRENT = 1000  # other events running at once, per socket, before it is paused
-#: packets one socket's reader may handle in a row before it lets the other sockets run: a
-#: reader whose frames are already buffered never waits, so a flood would hold the loop
-FAIR_BURST = 16
 
-
-class SocketWork:
-    """One socket's work in progress: its ordered lane and its other running events.
-
-    When either is full, ``room`` is a future and the socket's reader waits on it before it
-    reads the next packet (backpressure: TCP then slows the sender); it resolves when a
-    finishing event makes room.
-    """
-
-    __slots__ = ("burst", "eio_sid", "pending", "room", "running", "tail")
-
-    def __init__(self, eio_sid: str | None) -> None:
-        self.eio_sid = eio_sid
-        self.tail: OrderSlot | None = None  # the lane: a chain of slots
-        self.pending = 0  # ordered events started or waiting
-        self.running = 0  # other events running
-        self.room: asyncio.Future[None] | None = None
-        self.burst = 0  # packets read since the reader last let other tasks run
-
-
-class Dispatcher:
-    """Owns the live connections of this process and runs handlers for their events."""
+class Dispatcher(Backpressure):
+    """Owns the live connections of this process and runs handlers for their events (and,
+    through :class:`~happy_socket.backpressure.Backpressure`, how fast each is read)."""
 
     def __init__(self, app: App, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
-        self._app = app
+        super().__init__(app, max_pending=max_pending)
         self.connections: dict[str, Connection] = {}
-        self._work: dict[str, SocketWork] = {}  # by socket.io sid
-        self._work_by_eio: dict[str, SocketWork] = {}  # the same, by engine.io sid
         self._per_user: dict[str, int] = {}  # accepted sockets of each user in this process
         self._closing: set[asyncio.Task[Any]] = set()
-        self.max_pending = max_pending
-        self.max_concurrent = DEFAULT_MAX_CONCURRENT
         self.in_flight = 0  # handlers running now (all sockets)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -91,6 +58,7 @@ class Dispatcher:
             sio.on(handler.event, self._bind(handler))
         sio.on("*", self.on_unknown_event)
         engineio_compat.wrap_message_handler(sio.eio, self._gate)
+        socketio_compat.watch_event_tasks(sio, self._hold_for)
         engineio_compat.wrap_connect_handler(sio.eio, self._handshake_deadline)
 
     def _handshake_deadline(
@@ -108,94 +76,13 @@ class Dispatcher:
         return on_eio_connect
 
     def _expire(self, eio_sid: str) -> None:
-        if eio_sid in self._work_by_eio or eio_sid not in self._app.sio.eio.sockets:
+        if self._joined(eio_sid) or eio_sid not in self._app.sio.eio.sockets:
             return  # joined Socket.IO, or already gone
         log.info("closing eio sid %s: no Socket.IO handshake within the deadline", eio_sid)
         self._app.metrics.handshake_refusals.labels("handshake timeout").inc()
         task = asyncio.get_running_loop().create_task(self._app.sio.eio.disconnect(eio_sid))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    # -- backpressure --------------------------------------------------------
-
-    def _gate(self, deliver: engineio_compat.MessageHandler) -> engineio_compat.MessageHandler:
-        """Wrap engine.io's per-packet handler: a full socket's next packet waits for room."""
-
-        async def on_message(eio_sid: str, data: Any) -> Any:
-            work = self._work_by_eio.get(eio_sid)
-            if work is not None:
-                if work.room is not None:
-                    await self._wait_for_room(work)
-                work.burst += 1
-                if work.burst >= FAIR_BURST:  # fairness: other sockets' packets go first
-                    work.burst = 0
-                    await asyncio.sleep(0)
-            problem = packet_problem(data)
-            if problem == NAME_NOT_STRING:
-                data = unnamed_event(data)  # answered "Unknown event" like any unknown name
-            elif problem == OVERSIZED_CONNECT:  # refused as the handshake would, unparsed
-                self._app.metrics.handshake_refusals.labels(AUTH_TOO_LARGE).inc()
-                await self._app.sio.eio.send(eio_sid, connect_error_packet(data, AUTH_TOO_LARGE))
-                return None
-            elif problem is not None:
-                await self._close_for(eio_sid, problem)
-                return None
-            try:
-                result = await deliver(eio_sid, data)
-            except Exception as exc:  # a packet python-socketio cannot parse: close, not limp on
-                await self._close_for(eio_sid, f"unreadable packet ({type(exc).__name__})")
-                return None
-            if work is not None and (
-                work.pending * 2 >= self.max_pending or work.running * 2 >= self.max_concurrent
-            ):
-                # nearly full: let the event just delivered claim its place before the next
-                # packet is looked at (a polling POST delivers a batch without yielding)
-                await asyncio.sleep(0)
-            return result
-
-        return on_message
-
-    async def _close_for(self, eio_sid: str, problem: str) -> None:
-        """Close a socket that sent a packet the protocol never carries; it may reconnect."""
-        log.info("closing eio sid %s: %s", eio_sid, problem)
-        self._app.metrics.events.labels("(packet)", "rejected").inc()
-        await self._app.sio.eio.disconnect(eio_sid)
-
-    async def _wait_for_room(self, work: SocketWork) -> None:
-        """Wait until ``work`` has room, keeping the socket alive while its reader is paused."""
-        interval = self._app.settings.ping_interval
-        started = time.perf_counter()
-        while work.room is not None:
-            room = work.room
-            try:
-                await asyncio.wait_for(asyncio.shield(room), interval)
-            except TimeoutError:
-                if work.eio_sid is None or not await engineio_compat.keep_alive(
-                    self._app.sio.eio, work.eio_sid
-                ):
-                    break
-        self._app.metrics.paused_seconds.observe(time.perf_counter() - started)
-
-    def _update_pressure(self, work: SocketWork) -> None:
-        """Pause a socket whose lane or concurrency bound is full; resume it when there is room."""
-        full = work.pending >= self.max_pending or work.running >= self.max_concurrent
-        if full and work.room is None:
-            work.room = asyncio.get_running_loop().create_future()
-            self._app.metrics.paused_sockets.inc()
-        elif not full and work.room is not None:
-            self._release(work)
-
-    def _release(self, work: SocketWork) -> None:
-        if work.room is not None:
-            if not work.room.done():
-                work.room.set_result(None)
-            work.room = None
-            self._app.metrics.paused_sockets.dec()
-
-    def paused(self, sid: str) -> bool:
-        """True while the reader of socket ``sid`` waits for room."""
-        work = self._work.get(sid)
-        return work is not None and work.room is not None
 
     # -- handshake -----------------------------------------------------------
 
@@ -257,10 +144,7 @@ class Dispatcher:
         """Count ``conn`` as a live socket of this process (in-process tests call it directly)."""
         self.connections[conn.sid] = conn
         self._per_user[conn.user_id] = self._per_user.get(conn.user_id, 0) + 1
-        work = SocketWork(eio_sid)
-        self._work[conn.sid] = work
-        if eio_sid is not None:
-            self._work_by_eio[eio_sid] = work
+        self._track(conn.sid, eio_sid, conn.user_id)
 
     def _forget_connection(self, sid: str) -> Connection | None:
         conn = self.connections.pop(sid, None)
@@ -272,13 +156,6 @@ class Dispatcher:
                 self._per_user.pop(conn.user_id, None)
         self._forget_work(sid)
         return conn
-
-    def _forget_work(self, sid: str) -> None:
-        work = self._work.pop(sid, None)
-        if work is not None:
-            if work.eio_sid is not None:
-                self._work_by_eio.pop(work.eio_sid, None)
-            self._release(work)  # a reader still waiting reads on and finds the socket closed
 
     def context(self, conn: Connection, plugin: str, event: str) -> Context:
         """The Context a handler or hook receives for ``conn``."""

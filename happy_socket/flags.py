@@ -38,6 +38,12 @@ class SettingFlag:
 SECONDS = "SECONDS"
 SERVE_SETTINGS = (
     SettingFlag(
+        "redis_pubsub",
+        "--redis-pubsub",
+        "Per-user fan-out channels: sharded pub/sub on Redis >= 7 (auto), or sharded, or plain.",
+        click.Choice(["auto", "sharded", "plain"]),
+    ),
+    SettingFlag(
         "cors_origins",
         "--cors-origin",
         "Origin allowed to call from a browser, for HTTP and Socket.IO (repeatable; * = any).",

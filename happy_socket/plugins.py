@@ -1,10 +1,31 @@
-"""The plugin manager of one App: entry points, blocking (``--without``), requirements."""
+"""The plugin manager of one App: entry points, blocking (``--without``), requirements, and
+how the core calls hooks.
+
+**Calling hooks.** The core calls every hook through pluggy, one plugin at a time:
+:class:`HookCalls` gives, per plugin that implements a hook, pluggy's own caller for that
+plugin's implementation (``pm.subset_hook_caller``), in pluggy's call order (last registered
+first, ``tryfirst``/``trylast`` respected). So ``pm.add_hookcall_monitoring`` and
+``pm.enable_tracing`` see every call, and a plugin that only *wraps* a hook
+(``@hookimpl(wrapper=True)`` or ``hookwrapper=True``) wraps each plugin's call of it. One
+plugin at a time rather than one ``pm.hook.<name>(...)`` call for all of them, because:
+
+- assembly hooks: the core must know which plugin registers each event, route, service,
+  migration and table (error messages name it; ``happy-socket plugins`` lists it);
+- runtime hooks (``on_connect``, ``on_disconnect``, ``shutdown``): a plugin whose
+  implementation raises is logged and the others still run (pluggy stops at the first
+  exception);
+- ``authenticate``: an async implementation is awaited before the next one is asked, so one
+  that returns None falls through (pluggy's ``firstresult`` would stop at the first coroutine).
+
+``asgi_wrapper`` and ``register_commands`` need none of this and are called as
+``pm.hook.<name>(...)``.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
@@ -149,22 +170,53 @@ def plugin_names(pm: pluggy.PluginManager) -> list[str]:
     return sorted(name for name, _ in enabled_plugins(pm) if name not in CORE_PLUGINS)
 
 
-def call_each(
-    pm: pluggy.PluginManager,
-    hook: str,
-    before: Callable[[str], None] | None = None,
-    **kwargs: Any,
-) -> Iterator[tuple[str, Any]]:
-    """Call ``hook`` on each plugin in pluggy's order, yielding ``(plugin name, result)``.
+HookCall = Callable[..., Any]
 
-    ``before(name)`` runs before each call, so collectors know which plugin registers.
-    """
-    caller = getattr(pm.hook, hook)
-    for impl in reversed(caller.get_hookimpls()):
-        name = impl.plugin_name or "?"
-        if before is not None:
-            before(name)
-        yield name, impl.function(*[kwargs[arg] for arg in impl.argnames])
+
+class HookCalls:
+    """Per-plugin pluggy callers of each hook: ``for name, call in hooks.each("startup")``."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self._cache: dict[str, tuple[tuple[Any, ...], list[tuple[str, HookCall]]]] = {}
+
+    def each(self, hook: str) -> list[tuple[str, HookCall]]:
+        """``(plugin name, call)`` for each plugin implementing ``hook``, in call order.
+
+        ``call(**kwargs)`` runs that plugin's implementation (inside every wrapper of a plugin
+        that only wraps ``hook``) through pluggy and returns what the implementation returned.
+        Built once per hook, and again if plugins are registered later.
+        """
+        caller = getattr(self.pm.hook, hook)
+        impls = tuple(caller.get_hookimpls())
+        cached = self._cache.get(hook)
+        if cached is not None and cached[0] == impls:
+            return cached[1]
+        firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
+        plain = [i for i in reversed(impls) if not (i.wrapper or i.hookwrapper)]
+        implementers = {i.plugin for i in plain}
+        calls = [
+            (
+                i.plugin_name or "?",
+                _one(self.pm.subset_hook_caller(hook, implementers - {i.plugin}), firstresult),
+            )
+            for i in plain
+        ]
+        self._cache[hook] = (impls, calls)
+        return calls
+
+
+def _one(caller: pluggy.HookCaller, firstresult: bool) -> HookCall:
+    """``caller`` returning its one implementation's result (pluggy returns a list of the
+    results that are not None, except for ``firstresult`` hooks)."""
+    if firstresult:
+        return caller
+
+    def call(**kwargs: Any) -> Any:
+        results = caller(**kwargs)
+        return results[0] if results else None
+
+    return call
 
 
 def describe(pm: pluggy.PluginManager, without: Iterable[str] = ()) -> list[PluginInfo]:

@@ -5,7 +5,9 @@ of one socket scans every room of the namespace, and there is one room per socke
 ``basic_disconnect`` costs O(sockets), and a server with 10,000 sockets spends about 1 ms of
 CPU per disconnect (tens of seconds when they all reconnect after a restart). The managers
 here keep the reverse index ``sid -> rooms`` beside it, so a disconnect and ``rooms(sid)``
-touch only that socket's rooms. Everything else is python-socketio's own code.
+touch only that socket's rooms. Everything else is python-socketio's own code; the hooks
+overridden here are python-socketio internals (:mod:`happy_socket.compat.socketio`). The
+per-user Redis fan-out manager is :class:`happy_socket.fanout.UserFanoutManager`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ from typing import Any
 
 import socketio
 
+from .compat import socketio as sio_compat
+
 
 class RoomIndex:
     """Mixin for a python-socketio manager: a ``sid -> rooms`` index kept beside ``rooms``."""
 
     rooms: dict[str, dict[Any, Any]]
-    callbacks: dict[str, Any]
-    pending_connect: dict[str, list[str]]
-    pending_disconnect: dict[str, list[str]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,13 +51,7 @@ class RoomIndex:
             return
         for room in list(self.rooms_of.get(namespace, {}).get(sid, ())):
             self.basic_leave_room(sid, namespace, room)
-        self.callbacks.pop(sid, None)
-        for pending in (self.pending_connect, self.pending_disconnect):
-            sids = pending.get(namespace)
-            if sids is not None and sid in sids:
-                sids.remove(sid)
-                if not sids:
-                    del pending[namespace]
+        sio_compat.drop_socket_state(self, sid, namespace)
 
     def get_rooms(self, sid: str, namespace: str) -> list[Any]:
         """The rooms ``sid`` is in (its own sid room included), in the order it entered them."""

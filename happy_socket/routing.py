@@ -6,10 +6,9 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-from engineio import packet as eio_packet
-from socketio import packet as sio_packet
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
+from .compat import socketio as sio_compat
 from .context import ClientType, Connection, now_ms
 from .ids import random_id
 
@@ -47,6 +46,18 @@ def session_room(user_id: str, session_id: str) -> str:
 def machine_room(user_id: str, machine_id: str) -> str:
     """The user's machine-scoped sockets of one machine."""
     return f"user:{_room_user(user_id)}:machine:{machine_id}"
+
+
+def room_owner(room: Any) -> str | None:
+    """The (escaped) user id every room name of that user starts with; None for other rooms.
+
+    ``user:U``, ``user:U:user-scoped``, ``user:U:session:S``, ``user:U:machine:M`` all give ``U``
+    (escaped: ``:`` cannot occur in it), a socket's own sid room gives None.
+    """
+    if not isinstance(room, str) or not room.startswith("user:"):
+        return None
+    end = room.find(":", 5)
+    return room[5:] if end < 0 else room[5:end]
 
 
 def rooms_of(conn: Connection) -> list[str]:
@@ -113,16 +124,9 @@ class MachineScopedOnly:
         return [machine_room(user_id, self.machine_id), user_scoped_room(user_id)]
 
 
-# python-socketio internals the fast paths use (pinned <6); without them: the public API
-_SERVER_INTERNALS = ("_send_packet", "_send_eio_packet", "packet_class")
-_MANAGER_INTERNALS = ("_generate_ack_id", "callbacks", "get_participants", "eio_sid_from_sid")
-
-
 def has_fast_path(sio: Any) -> bool:
     """True when ``sio`` has the python-socketio internals the router's fast paths use."""
-    return all(hasattr(sio, name) for name in _SERVER_INTERNALS) and all(
-        hasattr(sio.manager, name) for name in _MANAGER_INTERNALS
-    )
+    return not sio_compat.missing_fast_path(sio)
 
 
 class Router:
@@ -140,7 +144,7 @@ class Router:
     def fast(self) -> bool:
         """Whether the fast paths (``request``, local emits) use python-socketio internals."""
         if self._fast is None:
-            self._fast = has_fast_path(self._sio)
+            self._fast = sio_compat.has_fast_path(self._sio)  # logs the path it takes
         return self._fast
 
     async def emit_update(
@@ -207,24 +211,23 @@ class Router:
         if eio_sid is None:  # the public API (a pending ack of a socket that left is dropped)
             await sio.emit(event, data, to=sid, callback=on_ack)
             return answer
-        ack_id = manager._generate_ack_id(sid, on_ack)
+        ack_id = sio_compat.new_ack(manager, sid, on_ack)
 
         def forget(fut: asyncio.Future[tuple[Any, ...]]) -> None:
             if fut.cancelled():  # given up: drop the pending ack (python-socketio's call leaks it)
-                manager.callbacks.get(sid, {}).pop(ack_id, None)
+                sio_compat.forget_ack(manager, sid, ack_id)
 
         answer.add_done_callback(forget)
-        packet = sio.packet_class(sio_packet.EVENT, namespace="/", data=[event, data], id=ack_id)
-        await sio._send_packet(eio_sid, packet)
+        await sio_compat.send_with_ack(sio, eio_sid, event, data, ack_id)
         return answer
 
     async def _emit(self, event: str, data: Any, rooms: list[str], skip_sid: str | None) -> None:
         if not rooms:  # python-socketio would broadcast to everyone
             raise ValueError("refusing to emit to an empty room list")
         sio = self._sio
-        if self.fast and not isinstance(sio.manager, AsyncPubSubManager):  # one process: no pub/sub
+        if self.fast and not isinstance(sio.manager, AsyncPubSubManager):  # one process
             await self._emit_local(sio, event, data, rooms, skip_sid)
-        else:
+        else:  # the manager delivers locally and publishes (fanout.UserFanoutManager: per user)
             await sio.emit(event, data, to=rooms, skip_sid=skip_sid)
 
     @staticmethod
@@ -238,10 +241,8 @@ class Router:
         appending in a loop delivers the same frames in the same order with two event-loop
         round trips less per emit. One copy per socket (participants are deduplicated).
         """
-        encoded = sio.packet_class(sio_packet.EVENT, namespace="/", data=[event, data]).encode()
-        frames = encoded if isinstance(encoded, list) else [encoded]
-        eio_frames = [eio_packet.Packet(eio_packet.MESSAGE, frame) for frame in frames]
-        for sid, eio_sid in sio.manager.get_participants("/", rooms):
-            if sid != skip_sid:
-                for frame in eio_frames:
-                    await sio._send_eio_packet(eio_sid, frame)
+        frames = sio_compat.event_frames(sio, event, data)
+        if frames is None:  # binary: python-socketio's own path
+            await sio.emit(event, data, to=rooms, skip_sid=skip_sid)
+            return
+        await sio_compat.deliver(sio, rooms, sio_compat.eio_messages(frames), skip_sid)

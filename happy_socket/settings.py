@@ -69,6 +69,16 @@ def _check_channel(_: Any, __: Any, value: str) -> None:
         raise ConfigError("The Redis channel name must be a non-empty string.")
 
 
+REDIS_PUBSUB_MODES = ("auto", "sharded", "plain")
+
+
+def _check_pubsub(_: Any, __: Any, value: str) -> None:
+    if value not in REDIS_PUBSUB_MODES:
+        raise ConfigError(
+            f"Redis pub/sub mode {value!r} is not one of {', '.join(REDIS_PUBSUB_MODES)}."
+        )
+
+
 def _check_level(_: Any, __: Any, value: str) -> None:
     if value.lower() not in LOG_LEVELS:
         raise ConfigError(f"Log level {value!r} is not one of {', '.join(LOG_LEVELS)}.")
@@ -83,6 +93,8 @@ class Settings:
     db: str = attrs.field(default=DEFAULT_DB_URL, converter=normalize_db_url)
     redis: str | None = None
     redis_channel: str = attrs.field(default="happy-socket", validator=_check_channel)
+    # per-user fan-out channels: sharded pub/sub on Redis >= 7 ("auto"), or always "plain"
+    redis_pubsub: str = attrs.field(default="auto", validator=_check_pubsub)
     without: tuple[str, ...] = attrs.field(default=(), converter=_names)
     secret: str | None = None
     log_level: str = attrs.field(default="info", validator=_check_level)

@@ -95,6 +95,15 @@ class ServerHarness:
         """Base URL, e.g. ``http://127.0.0.1:41234``."""
         return f"http://{self.host}:{self.port}"
 
+    def protocols(self) -> list[Any]:
+        """uvicorn's protocol objects of the open HTTP and websocket connections.
+
+        For tests of what each connection keeps (uvicorn's ``Server.server_state``).
+        """
+        if self._server is None:
+            return []
+        return list(self._server.server_state.connections)
+
     async def __aenter__(self) -> ServerHarness:
         import uvicorn
 
@@ -264,6 +273,15 @@ class AppClient:
     async def options(self, path: str, **kwargs: Any) -> Any:
         """``OPTIONS path``."""
         return await self.request("OPTIONS", path, **kwargs)
+
+
+def use_fast_path(app: App, enabled: bool) -> None:
+    """Make ``app``'s router emit through its fast paths (python-socketio internals) or only
+    through python-socketio's public API, so a test can run both (tests/core/test_routing.py).
+
+    The router otherwise decides once, at its first emit (``Router.fast``).
+    """
+    app.router._fast = enabled  # the router's cached decision; Router has no setter for it
 
 
 def ci() -> bool:

@@ -147,9 +147,16 @@ def optional_b64(
     return require_b64(data, key, max_length=max_length, error=error)
 
 
-def decode_b64(value: Any, *, max_length: int = 1_000_000, urlsafe: bool = False) -> bytes | None:
-    """``value`` decoded from base64 (standard, or url-safe when asked), or None when invalid."""
-    if not isinstance(value, str) or len(value) > max_length:
+def decode_b64(
+    value: Any, *, max_length: int | None = 1_000_000, urlsafe: bool = False
+) -> bytes | None:
+    """``value`` decoded from base64, or None when it is not a string of valid base64.
+
+    Standard base64 with its padding and nothing else; ``urlsafe``: ``-``/``_`` are read as
+    ``+``/``/`` and the padding may be left out. Longer than ``max_length`` characters
+    (None: no limit) is invalid too. The one base64 decoder of the core and the plugins.
+    """
+    if not isinstance(value, str) or (max_length is not None and len(value) > max_length):
         return None
     try:
         if urlsafe:
@@ -158,6 +165,29 @@ def decode_b64(value: Any, *, max_length: int = 1_000_000, urlsafe: bool = False
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def expected_version(value: Any) -> int | None:
+    """A client's ``expectedVersion`` for a compare-and-set, or None when it is no number.
+
+    Integers from -1 to ``INT64`` are kept; a whole float (``3.0``) in range is its integer; any
+    other number (negative, too large, fractional) can never match a stored version and
+    becomes -1, so the write answers a version mismatch with the current value.
+    """
+    if not is_number(value):
+        return None
+    if is_int(value):
+        return value if -1 <= value <= INT64 else -1
+    return int(value) if float(value).is_integer() and 0 <= value <= INT64 else -1
+
+
+def is_js_falsy(value: Any) -> bool:
+    """JavaScript-falsy, for JSON input: null, false, ``""`` or 0.
+
+    How the reference server decides that an optional field was "not provided"
+    (``if (!sessionId)``). NaN is falsy too but cannot arrive in JSON.
+    """
+    return value is None or value is False or value == "" or (is_number(value) and value == 0)
 
 
 def query_int(

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from .compat.asyncio import set_read_size
+from .compat.uvicorn import sansio_protocol
 from .lean import LeanEvent, LeanQueue
 
 log = logging.getLogger("happy_socket.websocket")
@@ -24,18 +25,16 @@ READ_SLICE = 16384  # bytes read (and parsed) from one websocket per event-loop 
 
 
 def websocket_protocol(write_stall_s: float | None = 60.0) -> Any:
-    """The protocol class for ``uvicorn.Config(ws=...)``, or ``"auto"`` if uvicorn lacks it.
+    """The protocol class for ``uvicorn.Config(ws=...)``, or ``"auto"`` (logged) if uvicorn
+    lacks what it builds on (:func:`happy_socket.compat.uvicorn.sansio_protocol`).
 
     ``write_stall_s``: a send that waits this long for the peer to take data (the transport's
     buffer stays full: the client stopped reading) aborts the connection, so a reader that
     never reads cannot hold the connection and its writer forever (None: wait forever).
     """
-    try:
-        from uvicorn.protocols.websockets.websockets_sansio_impl import (
-            WebSocketsSansIOProtocol,
-        )
-    except ImportError:  # pragma: no cover - uvicorn < 0.35 or websockets missing
+    if sansio_protocol() is None:  # logged: uvicorn < 0.35, or its internals changed
         return "auto"
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     class LeanWebSocketsProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
         """websockets-sansio with a lean receive queue and ``writable`` event."""

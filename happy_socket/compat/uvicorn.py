@@ -12,11 +12,24 @@ tests/hostile/test_protocol_corners.py fail when they change).
   followed by a *lingering close*, as nginx does: uvicorn would otherwise parse and drop the
   rest of the body through h11 (a 250 MB body costs seconds of CPU), or, if told to close at
   once, reset the connection before the client reads the answer.
+- ``uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol`` (uvicorn
+  0.35+): :mod:`happy_socket.websocket` subclasses it and replaces the ``queue`` and
+  ``writable`` its ``__init__`` sets (lighter ones), lowers the read size of the
+  ``transport`` in ``connection_made``, and wraps ``send`` (a peer that takes no data for a
+  minute is aborted). Its ``write_frames`` encodes frames with the protocol's websockets
+  ``conn`` and writes them to the transport itself, unless ``disconnected``,
+  ``close_sent``, not ``handshake_complete`` or an ``initial_response`` is pending.
+  :func:`sansio_protocol` checks them; without them websockets run on uvicorn's ``"auto"``
+  protocol and the log says so.
+- ``Server._captured_signals``: uvicorn 0.29+ re-raises the signals it captured when
+  ``capture_signals()`` exits, which kills the process before the app's shutdown hooks run;
+  ``happy-socket serve`` clears the list first (:func:`forget_captured_signals`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Any
 
@@ -92,3 +105,87 @@ def http_protocol(header_timeout_s: float | None = 10.0) -> Any:
                 self.transport.close()
 
     return DeadlineH11Protocol
+
+
+#: what :mod:`happy_socket.websocket` uses of WebSocketsSansIOProtocol: attributes its
+#: ``__init__`` / ``connection_made`` set, and the methods it overrides
+SANSIO_ATTRIBUTES = {
+    "__init__": (
+        "self.queue",
+        "self.writable",
+        "self.transport",
+        "self.conn",
+        "self.handshake_complete",
+        "self.close_sent",
+        "self.disconnected",
+        "self.initial_response",
+    ),
+    "connection_made": ("self.transport",),
+}
+SANSIO_METHODS = ("connection_made", "send", "data_received", "connection_lost")
+
+
+def sansio_protocol() -> Any:
+    """uvicorn's websockets-sansio protocol class, or None (logged) when it is missing or
+    lacks what :mod:`happy_socket.websocket` relies on."""
+    import uvicorn
+
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+    except ImportError as exc:
+        _websocket_fallback(f"uvicorn {uvicorn.__version__} has no websockets-sansio ({exc})")
+        return None
+    missing = [
+        f"{n}()" for n in SANSIO_METHODS if not callable(getattr(WebSocketsSansIOProtocol, n, None))
+    ]
+    for method, attributes in SANSIO_ATTRIBUTES.items():
+        try:
+            source = inspect.getsource(getattr(WebSocketsSansIOProtocol, method))
+        except (AttributeError, OSError, TypeError):
+            source = ""
+        missing += [
+            f"{a} (in {method})"
+            for a in attributes
+            if f"{a} =" not in source and f"{a}:" not in source
+        ]
+    if missing:
+        _websocket_fallback(
+            f"uvicorn {uvicorn.__version__}'s WebSocketsSansIOProtocol lacks {', '.join(missing)}"
+        )
+        return None
+    return WebSocketsSansIOProtocol
+
+
+def _websocket_fallback(why: str) -> None:
+    logging.getLogger("happy_socket.websocket").warning(
+        "%s: websockets use uvicorn's 'auto' protocol (heavier per connection, no read-size "
+        "limit, no write-stall timeout)",
+        why,
+    )
+
+
+def forget_captured_signals(server: Any) -> None:
+    """Keep ``server.capture_signals()`` from re-raising the signals it caught (SIGTERM on
+    shutdown), so the app's shutdown hooks run and the process exits with 0."""
+    captured = getattr(server, "_captured_signals", None)
+    if isinstance(captured, list):
+        captured.clear()
+    elif not _warned_signals:
+        _warn_signals()
+
+
+def _warn_signals() -> None:
+    global _warned_signals
+    _warned_signals = True
+    import uvicorn
+
+    log.warning(
+        "uvicorn %s has no Server._captured_signals: if it re-raises SIGTERM after serving, "
+        "the process exits by the signal before the shutdown hooks run",
+        uvicorn.__version__,
+    )
+
+
+_warned_signals = False

@@ -20,6 +20,8 @@ import databases
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..compat import databases as db_compat
+from ..compat import sqlalchemy as sa_compat
 from .postgres import ConnectionTx, pg_reset, plain, row_of
 from .sqlite import SQLiteWriter, sync_url
 from .tx import Query, Row, T, Tx, Unit, Values
@@ -44,7 +46,7 @@ class Database:
         self._db = databases.Database(url, **options)
         self._engine: sa.Engine | None = None
         self._sync: sa.Connection | None = None  # the SQLite writer
-        self._reader: databases.core.Connection | None = None
+        self._reader: Any = None  # the SQLite reader (a databases Connection)
         self._writer: SQLiteWriter | None = None
         self._on_batch = on_batch
         self.connected = False
@@ -58,10 +60,12 @@ class Database:
         """Open connections (and the SQLite writer task)."""
         if self.connected:
             return
+        sa_compat.check()
         await self._db.connect()
         if self.is_sqlite:
             self._sync = self._open_writer()
-            self._reader = None if self._memory else await self._open_sqlite()
+            shared = not self._memory and db_compat.check(self._db)
+            self._reader = await self._open_reader() if shared else None
             self._writer = SQLiteWriter(self._sync, self._on_batch)
             self._writer.start()
         else:
@@ -80,9 +84,8 @@ class Database:
         conn.exec_driver_sql("PRAGMA busy_timeout=0")
         return conn
 
-    async def _open_sqlite(self) -> databases.core.Connection:
-        conn = databases.core.Connection(self._db, self._db._backend)
-        await conn.__aenter__()
+    async def _open_reader(self) -> Any:
+        conn = await db_compat.open_connection(self._db)
         await conn.execute("PRAGMA busy_timeout=5000")
         return conn
 
@@ -94,7 +97,7 @@ class Database:
         if self._writer is not None:
             await self._writer.stop()
         if self._reader is not None:
-            await self._reader.__aexit__(None, None, None)
+            await db_compat.close_connection(self._reader)
         if self._sync is not None:
             self._sync.close()
         if self._engine is not None:
@@ -119,7 +122,7 @@ class Database:
         return None if row is None else next(iter(row.values()))
 
     async def _read(self, query: Query, values: Values, many: bool) -> list[Row]:
-        if self._memory:
+        if self.is_sqlite and self._reader is None:  # :memory:, or no reader (compat)
             return await self.write(lambda tx: tx.fetch_all(query, values))
         if self._reader is not None:
             query, bound = plain(query, values)

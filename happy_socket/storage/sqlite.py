@@ -22,6 +22,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.sql import ClauseElement
 
+from ..compat import sqlalchemy as sa_compat
 from .tx import Query, Row, T, Tx, Unit, Values
 
 log = logging.getLogger("happy_socket.storage")
@@ -52,14 +53,14 @@ def plain_sqlite(query: ClauseElement, dialect: Any) -> _Plain | None:
     Only statements whose bound parameters and result columns need no conversion (integers,
     text, NULL; not booleans, dates or JSON) qualify; the rest keep SQLAlchemy's execution.
     """
-    compiled: Any = query.compile(dialect=dialect)
-    if compiled._bind_processors or not compiled.positional or compiled.post_compile_params:
+    if not sa_compat.enabled():
         return None
-    keys = []
-    for column in compiled._result_columns:
-        if column.type._cached_result_processor(dialect, None) is not None:
-            return None
-        keys.append(column.keyname)
+    compiled: Any = query.compile(dialect=dialect)
+    if sa_compat.converts_binds(compiled):
+        return None
+    keys = sa_compat.result_columns(compiled, dialect)
+    if keys is None:
+        return None
     return _Plain(query, compiled, keys)
 
 
@@ -97,10 +98,10 @@ class SyncTx:
         if plain is None:
             return None
         compiled = plain.compiled
-        params = compiled.construct_params(dict(values), escape_names=False)
+        args = sa_compat.positional_args(compiled, dict(values))
         cursor = self._sync.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(compiled.string, [params[n] for n in compiled.positiontup])
+            cursor.execute(compiled.string, args)
             if not plain.keys:
                 return []
             return [dict(zip(plain.keys, row, strict=True)) for row in cursor.fetchall()]

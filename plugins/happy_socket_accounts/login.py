@@ -9,8 +9,6 @@ signatures are refused.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from typing import Any
 
@@ -19,6 +17,7 @@ import nacl.signing
 import sqlalchemy as sa
 
 from happy_socket import App, HttpContext, HTTPError, Tx
+from happy_socket.validation import decode_b64
 
 from .service import AccountsService
 from .tables import auth_replays
@@ -30,10 +29,10 @@ MAX_FIELD = 4096
 def _b64(value: Any) -> bytes:
     if not isinstance(value, str) or not value or len(value) > MAX_FIELD:
         raise HTTPError(400, "Invalid request")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise HTTPError(401, "Invalid signature") from None
+    decoded = decode_b64(value)
+    if decoded is None:
+        raise HTTPError(401, "Invalid signature")
+    return decoded
 
 
 async def login(ctx: HttpContext) -> Any:

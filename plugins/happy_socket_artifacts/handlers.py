@@ -5,12 +5,17 @@ Thin adapters over :class:`ArtifactsService`, which writes, allocates the seq an
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from happy_socket import Context, HandlerError, InvalidParams, NotFound
-from happy_socket.validation import is_int, is_number, require_id, require_object
+from happy_socket.validation import (
+    decode_b64,
+    is_int,
+    is_js_falsy,
+    is_number,
+    require_id,
+    require_object,
+)
 
 from .service import MAX_VERSION, NOT_FOUND, ArtifactsService, Part
 from .wire import b64, serialize
@@ -22,12 +27,10 @@ def _service(ctx: Context) -> ArtifactsService:
 
 def _decode(value: Any) -> bytes:
     """Strict standard base64 (padding required), or ``Invalid parameters``."""
-    if not isinstance(value, str):
+    decoded = decode_b64(value, max_length=None)
+    if decoded is None:
         raise InvalidParams()
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidParams() from None
+    return decoded
 
 
 def _artifact_id(data: Any, key: str) -> str:
@@ -35,15 +38,8 @@ def _artifact_id(data: Any, key: str) -> str:
     return require_id(require_object(data), key, error=InvalidParams())
 
 
-def _absent(value: Any) -> bool:
-    """What the reference treats as "not provided": JavaScript-falsy values."""
-    if value is None or value is False or value == "":
-        return True
-    return is_number(value) and value == 0
-
-
 def _part(value: Any, error: str) -> Part | None:
-    if _absent(value):
+    if is_js_falsy(value):  # what the reference treats as "not provided"
         return None
     if not isinstance(value, dict):
         raise HandlerError(error)
@@ -74,7 +70,7 @@ async def artifact_create(ctx: Context, data: Any) -> dict[str, Any]:
 async def artifact_update(ctx: Context, data: Any) -> dict[str, Any]:
     """Compare-and-set of header and/or body; both checked and written atomically."""
     artifact_id = _artifact_id(data, "artifactId")
-    if _absent(data.get("header")) and _absent(data.get("body")):
+    if is_js_falsy(data.get("header")) and is_js_falsy(data.get("body")):
         raise HandlerError("No updates provided")
     header = _part(data.get("header"), "Invalid header parameters")
     body = _part(data.get("body"), "Invalid body parameters")

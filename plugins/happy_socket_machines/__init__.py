@@ -9,16 +9,12 @@ import click
 import sqlalchemy as sa
 
 from happy_socket import App, ClientType, Context, Registry, Routes, Services, hookimpl
-from happy_socket.presence import every
 
 from . import handlers, http
 from .service import MachinesService
 from .tables import machines
 
 __all__ = ["MachinesService"]
-
-SWEEP_INTERVAL_S = 60.0
-FLUSH_INTERVAL_S = 5.0
 
 
 def _service(app: App) -> MachinesService:
@@ -76,10 +72,7 @@ async def on_disconnect(ctx: Context) -> None:
 @hookimpl
 async def startup(app: App) -> None:
     svc = _service(app)
-    interval = float(app.settings.option("machines", "sweep_interval", SWEEP_INTERVAL_S))
-    flush = float(app.settings.option("machines", "flush_interval", FLUSH_INTERVAL_S))
-    app.spawn(svc.writer.run(flush), name="machines-activity-flush")
-    app.spawn(every(interval, svc.sweep, name="machines presence sweep"), name="machines-sweep")
+    svc.activity.start(svc.sweep, plugin="machines")
     await svc.presence.start()
     app.spawn(svc.presence.run(), name="machines-online-refresh")
 
@@ -87,5 +80,5 @@ async def startup(app: App) -> None:
 @hookimpl
 async def shutdown(app: App) -> None:
     svc = _service(app)
-    await svc.writer.flush()
+    await svc.activity.flush()
     await svc.presence.stop()

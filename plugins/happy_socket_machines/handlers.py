@@ -6,11 +6,9 @@ from typing import Any
 
 from happy_socket import Context, InvalidParams
 from happy_socket.presence import heartbeat_time
-from happy_socket.validation import MAX_ID_LENGTH, is_int, is_number
+from happy_socket.validation import MAX_ID_LENGTH, expected_version
 
 from .service import MachinesService
-
-INT64 = 2**63 - 1
 
 
 def service(ctx: Context) -> MachinesService:
@@ -26,15 +24,6 @@ def _machine_id(data: Any) -> str | None:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         return None
     return value
-
-
-def expected_version(value: Any) -> int | None:
-    """``expectedVersion`` as an int; a number that can never match becomes -1; else None."""
-    if not is_number(value):
-        return None
-    if is_int(value):
-        return value if -1 <= value <= INT64 else -1
-    return int(value) if float(value).is_integer() and 0 <= value <= INT64 else -1
 
 
 async def _update(ctx: Context, data: Any, field: str) -> dict[str, Any]:

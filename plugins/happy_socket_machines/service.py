@@ -5,69 +5,35 @@ Published as ``app.service("machines")``. Every query is scoped by the user id.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
 
-from happy_socket import (
-    App,
-    Conflict,
-    MachineScopedOnly,
-    NotFound,
-    Tx,
-    UserScopedOnly,
-    VersionMismatch,
-)
-from happy_socket.presence import LazyActivityWriter, SharedPresence, TimedCache
+from happy_socket import App, Conflict, MachineScopedOnly, Tx, UserScopedOnly
+from happy_socket.owned import NOW, Activity, Ownership, VersionedFields
+from happy_socket.presence import SharedPresence
 
 from .tables import machine_json, machines, new_machine_body
 
-log = logging.getLogger("happy_socket.machines")
-
-OWNED_TTL_MS = 30_000
-NOT_OWNED_TTL_MS = 5_000
-TIMEOUT_MS = 10 * 60 * 1000
 MACHINE_ELSEWHERE = "Machine ID already exists for another account"
 ONLINE_PREFIX = ":machine-online:"  # Redis keys: <redis-channel>:machine-online:<key>
 
 Key = tuple[str, str]  # (user id, machine id)
 DeleteListener = Callable[[Tx, str, str], Awaitable[None]]
 
-FIELDS = {
-    "metadata": (machines.c.metadata, machines.c.metadata_version),
-    "daemonState": (machines.c.daemon_state, machines.c.daemon_state_version),
-}
-
-# The compare-and-set statements, built once with bind parameters (daemon state is updated
-# often: building and compiling a statement per event cost more than running it).
-_bp = sa.bindparam
-_OWN = (machines.c.id == _bp("b_mid"), machines.c.account_id == _bp("b_uid"))
-_NOW = _bp("b_now", type_=sa.BigInteger)
-
-
-def _cas_update(field: str) -> Any:
-    value_col, version_col = FIELDS[field]
-    values: dict[str, Any] = {
-        value_col.name: _bp("b_value"),
-        version_col.name: version_col + 1,
-        "updated_at": _NOW,
-    }
-    if field == "daemonState":  # a daemon that reports its state is active
-        values.update(active=sa.true(), last_active_at=_NOW)
-    return (
-        machines.update()
-        .where(*_OWN, version_col == _bp("b_expected", type_=sa.BigInteger))
-        .values(values)
-        .returning(version_col)
-    )
-
-
-_CAS = {
-    field: (_cas_update(field), sa.select(value_col, version_col).where(*_OWN))
-    for field, (value_col, version_col) in FIELDS.items()
-}
+# machine-update-metadata/-state, built once (daemon state is updated often: building and
+# compiling a statement per event cost more than running it); a daemon that reports its
+# state is active
+FIELDS = VersionedFields(
+    machines,
+    {
+        "metadata": (machines.c.metadata, machines.c.metadata_version),
+        "daemonState": (machines.c.daemon_state, machines.c.daemon_state_version),
+    },
+    not_found="Machine not found",
+    also={"daemonState": {"active": sa.true(), "last_active_at": NOW}},
+)
 
 
 class MachinesService:
@@ -75,35 +41,20 @@ class MachinesService:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
-        self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
+        self.ownership = Ownership(app, machines)
         self._delete_listeners: list[DeleteListener] = []
         self.presence = SharedPresence(
             f"{app.settings.redis_channel}{ONLINE_PREFIX}", app.settings.redis
         )
         app.accounts.add_delete_listener(self._account_deleted)
-        self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
-            self._write_activity, clock=app.clock, name="machine activity"
-        )
+        self.activity = Activity(app, machines, name="machine")
+        self.writer = self.activity.writer  # the lazy last-active writes
 
     # -- library API ---------------------------------------------------------
 
     async def owns(self, user_id: str, machine_id: str) -> bool:
         """True when ``machine_id`` is ``user_id``'s (answers cached ~30 s)."""
-        key = (user_id, machine_id)
-        if key in self._owned:
-            return True
-        if key in self._not_owned:
-            return False
-        t = machines
-        row = await self.app.db.fetch_one(
-            sa.select(t.c.id).where(t.c.id == machine_id, t.c.account_id == user_id)
-        )
-        if row is None:
-            self._not_owned.add(key, NOT_OWNED_TTL_MS)
-            return False
-        self._owned.add(key, OWNED_TTL_MS)
-        return True
+        return await self.ownership.owns(user_id, machine_id)
 
     async def create_or_load(
         self,
@@ -153,9 +104,7 @@ class MachinesService:
         row, seqs = await self.app.db.write(unit)
         if row["account_id"] != user_id:
             raise Conflict(MACHINE_ELSEWHERE)
-        key = (user_id, machine_id)
-        self._not_owned.discard(key)
-        self._owned.add(key, OWNED_TTL_MS)
+        self.ownership.remember(user_id, machine_id)
         if seqs is not None:
             router = self.app.router
             await router.send_update(user_id, seqs[0], new_machine_body(row), UserScopedOnly())
@@ -213,11 +162,10 @@ class MachinesService:
                 await listener(tx, user_id, machine_id)
             return await self.app.accounts.next_seq(user_id, tx)
 
-        key = (user_id, machine_id)
-        self._owned.discard(key)
+        self.ownership.forget(user_id, machine_id)
         seq = await self.app.db.write(unit)
-        self._owned.discard(key)
-        self.writer.drop(key)
+        self.ownership.forget(user_id, machine_id)
+        self.activity.drop(user_id, machine_id)
         if seq is None:
             return False
         body = {"t": "delete-machine", "machineId": machine_id}
@@ -260,27 +208,7 @@ class MachinesService:
 
         Raises NotFound("Machine not found"), or VersionMismatch with fresh values.
         """
-        value_col, version_col = FIELDS[field]
-        update, current = _CAS[field]
-        now = self.app.clock()
-        values = {
-            "b_mid": machine_id,
-            "b_uid": user_id,
-            "b_expected": expected,
-            "b_value": value,
-            "b_now": now,
-        }
-        outcome = await self.app.accounts.compare_and_set(user_id, update, current, values, now)
-        if outcome.is_missing:
-            raise NotFound("Machine not found")
-        if outcome.is_mismatch:
-            current_row = outcome.current
-            raise VersionMismatch(
-                version=int(current_row[version_col.name]), **{field: current_row[value_col.name]}
-            )
-        seq = outcome.seq
-        assert seq is not None
-        version = int(outcome.current[version_col.name])
+        version, seq = await FIELDS.set(self.app, user_id, machine_id, field, value, expected)
         body = {
             "t": "update-machine",
             "machineId": machine_id,
@@ -293,44 +221,16 @@ class MachinesService:
         """``machine-alive``: announce activity and queue a lazy write; False when ignored."""
         if not await self.owns(user_id, machine_id):
             return False
-        self.writer.record((user_id, machine_id), at)
+        self.activity.record(user_id, machine_id, at)
         await self.announce(user_id, machine_id, True, at)
         return True
 
-    async def _write_activity(self, batch: dict[Key, int]) -> None:
-        t = machines
-
-        async def unit(tx: Tx) -> None:
-            for (user_id, machine_id), at in batch.items():
-                await tx.execute(
-                    t.update()
-                    .where(
-                        t.c.id == machine_id,
-                        t.c.account_id == user_id,
-                        t.c.last_active_at < at,
-                    )
-                    .values(active=True, last_active_at=at)
-                )
-
-        await self.app.db.write(unit)
-
     async def sweep(self) -> int:
         """Mark machines silent for 10 minutes inactive; each row is flipped and announced once."""
-        await self.writer.flush()
-        self._owned.prune()
-        self._not_owned.prune()
-        t = machines
-        stmt = (
-            t.update()
-            .where(t.c.active == sa.true(), t.c.last_active_at < self.app.clock() - TIMEOUT_MS)
-            .values(active=False)
-            .returning(t.c.id, t.c.account_id, t.c.last_active_at)
-        )
-        rows = await self.app.db.write(lambda tx: tx.fetch_all(stmt))
+        self.ownership.prune()
+        rows = await self.activity.expire()
         for row in rows:
             await self.announce(row["account_id"], row["id"], False, int(row["last_active_at"]))
-        if rows:
-            log.info("presence sweep: %d machine(s) timed out", len(rows))
         return len(rows)
 
 

@@ -9,16 +9,12 @@ import click
 import sqlalchemy as sa
 
 from happy_socket import App, ClientType, Context, Registry, Routes, Services, hookimpl
-from happy_socket.presence import every
 
 from . import handlers, http
 from .service import SessionsService
 from .tables import session_messages, sessions
 
 __all__ = ["SessionsService"]
-
-SWEEP_INTERVAL_S = 60.0
-FLUSH_INTERVAL_S = 5.0
 
 
 def _service(app: App) -> SessionsService:
@@ -76,15 +72,12 @@ async def on_disconnect(ctx: Context) -> None:
 async def startup(app: App) -> None:
     svc = _service(app)
     await svc.focus.start()
-    interval = float(app.settings.option("sessions", "sweep_interval", SWEEP_INTERVAL_S))
-    flush = float(app.settings.option("sessions", "flush_interval", FLUSH_INTERVAL_S))
-    app.spawn(svc.writer.run(flush), name="sessions-activity-flush")
-    app.spawn(every(interval, svc.sweep, name="sessions presence sweep"), name="sessions-sweep")
+    svc.activity.start(svc.sweep, plugin="sessions")
     app.spawn(svc.focus.run(), name="sessions-app-focus")
 
 
 @hookimpl
 async def shutdown(app: App) -> None:
     svc = _service(app)
-    await svc.writer.flush()
+    await svc.activity.flush()
     await svc.focus.stop()

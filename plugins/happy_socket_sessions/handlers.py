@@ -13,12 +13,11 @@ from happy_socket import (
     NotFound,
 )
 from happy_socket.presence import heartbeat_time
-from happy_socket.validation import MAX_ID_LENGTH, is_int, is_number
+from happy_socket.validation import MAX_ID_LENGTH, expected_version
 
 from .service import SessionsService
 
 MAX_LOCAL_ID = 256
-INT64 = 2**63 - 1
 
 
 class SessionError(HandlerError):
@@ -40,15 +39,6 @@ def _sid(data: Any, key: str = "sid") -> str | None:
     if not isinstance(sid, str) or not sid or len(sid) > MAX_ID_LENGTH:
         return None
     return sid
-
-
-def expected_version(value: Any) -> int | None:
-    """``expectedVersion`` as an int; a number that can never match becomes -1; else None."""
-    if not is_number(value):
-        return None
-    if is_int(value):
-        return value if -1 <= value <= INT64 else -1
-    return int(value) if float(value).is_integer() and 0 <= value <= INT64 else -1
 
 
 async def _update(ctx: Context, data: Any, field: str, nullable: bool) -> dict[str, Any]:

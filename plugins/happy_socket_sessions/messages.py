@@ -2,9 +2,10 @@
 
 Every message of a session takes the next value of the session's counter (``sessions.seq``):
 1, 2, 3, … without holes. A message's ``localId`` is unique per session, whichever path
-stored it (this module, or :mod:`.batch` for ``POST /v3/sessions/:id/messages``). Every
-writer locks the session row before it looks for a ``localId`` or takes a seq, so writers of
-one session are serialized by the database, across processes too.
+stored it (this module, or :mod:`.batch` for ``POST /v3/sessions/:id/messages``). On
+PostgreSQL every writer locks the session row before it looks for a ``localId`` or takes a
+seq, so writers of one session are serialized by the database, across processes too; on
+SQLite the one writer connection holds the write lock for each whole group commit.
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ _MESSAGE_VALUES: dict[str, Any] = {
     "updated_at": NOW,
 }
 _OWNED = sa.select(sessions.c.id).where(*OWN)
+# SQLite's ``message`` (see MessageStore.add): insert with the session's next seq if the session
+# is the user's and the localId is new; else find the stored message of an owned session
+_INSERT_NEXT: dict[str, Any] = {
+    **_MESSAGE_VALUES,
+    "session_id": sessions.c.id,
+    "seq": sessions.c.seq + 1,
+}
+_FIND_OWNED_LOCAL_ID = (
+    sa.select(session_messages)
+    .join(sessions, sessions.c.id == session_messages.c.session_id)
+    .where(*OWN, session_messages.c.local_id == _bp("b_local"))
+)
 
 DUPLICATE_GUARD_SQLSTATE = "22012"  # division_by_zero: see _one_statement_message
 
@@ -52,11 +65,24 @@ DUPLICATE_GUARD_SQLSTATE = "22012"  # division_by_zero: see _one_statement_messa
 def _one_statement_message(app: App) -> sa.Select[Any]:
     """``message`` as one PostgreSQL statement: session seq, insert, user seq, together.
 
-    A duplicate localId must leave no trace (the session seq would get a gap), but the
-    session row was already updated by then; the guard column divides by zero exactly in
-    that case, which aborts the whole statement (autocommit: nothing is kept). The caller
-    then reads the stored message. Not owned: no session row, no insert, no user seq. No
-    account row: the account guard aborts the statement (AccountMissing, nothing kept).
+    One round trip instead of five (BEGIN, three statements, COMMIT). Two columns of the
+    result exist only to abort the statement, since a data-modifying CTE cannot be undone
+    otherwise and autocommit then keeps nothing:
+
+    - ``guard`` divides by zero when the session row was updated but the insert met a stored
+      localId: the session's seq would otherwise keep a hole. The caller catches that
+      SQLSTATE and reads the stored message (a second round trip, only for a duplicate).
+      A plainer ``UPDATE ... WHERE NOT EXISTS (<that localId>)`` is not enough: two requests
+      racing with one new localId both evaluate ``NOT EXISTS`` in the snapshot taken at the
+      start of their statement; the second waits for the first's row lock, then rechecks its
+      WHERE against the new version of that row only (the subquery still reads the old
+      snapshot) and updates it anyway, so the hole would come back in exactly the race this
+      guards against.
+    - ``account_guard`` (``app.accounts.account_guard``): the user has no account row, so no
+      update seq could be allocated: AccountMissing, nothing kept.
+
+    Not owned: no session row, no insert, no user seq, and both guards stay quiet. SQLite has
+    no data-modifying CTEs and needs none of this (see :meth:`MessageStore.add`).
     """
     s = (
         sessions.update()
@@ -82,8 +108,9 @@ def _one_statement_message(app: App) -> sa.Select[Any]:
         sa.select(s.c.seq).scalar_subquery().label("session_seq"),
         *m.c,
         sa.select(u.c.seq).scalar_subquery().label("user_seq"),
+        # aborts the statement on a duplicate localId (see the docstring), 1 otherwise
         (sa.literal(1) / sa.case((duplicate, 0), else_=1)).label("guard"),
-        app.accounts.account_guard(m, u),
+        app.accounts.account_guard(m, u),  # aborts it when the user has no account row
     ).select_from(one.outerjoin(m, sa.true()))
 
 
@@ -98,14 +125,6 @@ class MessageResult:
         self.seq = seq  # the user's update seq allocated with it
 
 
-class _Duplicate(Exception):
-    """Raised inside a message unit to roll back its seq: the localId is already stored."""
-
-    def __init__(self, message: dict[str, Any]) -> None:
-        super().__init__("duplicate localId")
-        self.message = message
-
-
 WriteFn = Callable[[Unit[MessageResult | None]], Awaitable[MessageResult | None]]
 
 
@@ -114,10 +133,10 @@ class MessageStore:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        # a duplicate localId inserts nothing (and returns no row) instead of a separate lookup
-        self._insert_message = (
+        # a duplicate localId or a session of someone else inserts nothing (and returns no row)
+        self._insert_next = (
             app.db.insert(session_messages)
-            .values(_MESSAGE_VALUES)
+            .from_select(list(_INSERT_NEXT), sa.select(*_INSERT_NEXT.values()).where(*OWN))
             .on_conflict_do_nothing(index_elements=["session_id", "local_id"])
             .returning(*session_messages.c)
         )
@@ -142,45 +161,34 @@ class MessageStore:
         ``write`` runs the atomic unit (default ``app.db.write``; the ``message`` handler
         passes ``ctx.write`` so one socket's messages can share a group commit).
 
-        The seq update comes first: it proves ownership and locks the session row, so the
-        seq, the duplicate check (the insert's ON CONFLICT on (session, localId)) and the insert
-        are one atomic step even with concurrent writers on PostgreSQL. A duplicate rolls the
-        unit back, so the seq stays gapless.
+        On SQLite a unit of three statements, with no exception on any path (an exception
+        would roll back and rerun the writer's whole group commit): the insert takes the
+        session's seq + 1 only when the session is the user's and the localId is new; then the
+        session's counter moves to that seq and the user's update seq is allocated. When the
+        insert stored nothing, the message already stored under this localId of an owned
+        session is the answer (``created`` False, nothing written), else the session is not
+        the user's (None). The writer holds SQLite's write lock for the whole group commit, so
+        nothing can change between the statements. On PostgreSQL: one statement
+        (:func:`_one_statement_message`).
         """
         own = {"b_sid": session_id, "b_uid": user_id}
         now = self.app.clock()
         if self._message_statement is not None:
             return await self._add_pg(own, now, content, local_id)
+        values = {**own, "b_id": new_id(), "b_local": local_id, "b_content": content, "b_now": now}
 
         async def unit(tx: Tx) -> MessageResult | None:
-            seq = await tx.fetch_val(_NEXT_MESSAGE_SEQ, {**own, "b_now": now})
-            if seq is None:
-                return None
-            row = await tx.fetch_one(
-                self._insert_message,
-                {
-                    "b_id": new_id(),
-                    "b_sid": session_id,
-                    "b_seq": seq,
-                    "b_local": local_id,
-                    "b_content": content,
-                    "b_now": now,
-                },
-            )
-            if row is None:  # the localId is already stored: roll the seq back
-                existing = await tx.fetch_one(
-                    _FIND_LOCAL_ID, {"b_sid": session_id, "b_local": local_id}
-                )
-                assert existing is not None
-                raise _Duplicate(message_json(existing))
-            return MessageResult(
-                message_json(row), True, await self.app.accounts.next_seq(user_id, tx)
-            )
+            row = await tx.fetch_one(self._insert_next, values)
+            if row is None:
+                stored = None
+                if local_id is not None:
+                    stored = await tx.fetch_one(_FIND_OWNED_LOCAL_ID, values)
+                return None if stored is None else MessageResult(message_json(stored), False, None)
+            await tx.execute(_NEXT_MESSAGE_SEQ, values)
+            user_seq = await self.app.accounts.next_seq(user_id, tx)
+            return MessageResult(message_json(row), True, user_seq)
 
-        try:
-            return await (write or self.app.db.write)(unit)
-        except _Duplicate as duplicate:
-            return MessageResult(duplicate.message, False, None)
+        return await (write or self.app.db.write)(unit)
 
     async def _add_pg(
         self, own: dict[str, Any], now: int, content: str, local_id: str | None

@@ -7,36 +7,21 @@ stored by :mod:`.messages` (one message) and :mod:`.batch` (a batch); this servi
 from __future__ import annotations
 
 import builtins
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from happy_socket import (
-    App,
-    InterestedInSession,
-    NotFound,
-    Tx,
-    UserScopedOnly,
-    VersionMismatch,
-    new_id,
-)
-from happy_socket.presence import LazyActivityWriter, SharedPresence, TimedCache
+from happy_socket import App, InterestedInSession, Tx, UserScopedOnly, new_id
+from happy_socket.owned import Activity, Ownership, VersionedFields
+from happy_socket.presence import SharedPresence
 
 from . import listing
 from .batch import BatchWriter
-from .messages import NOW as _NOW
-from .messages import OWN as _OWN
 from .messages import MessageResult, MessageStore, WriteFn
 from .tables import session_json, session_messages, sessions
 
-log = logging.getLogger("happy_socket.sessions")
-
-OWNED_TTL_MS = 30_000
-NOT_OWNED_TTL_MS = 5_000
 END_SUPPRESS_MS = 60_000
-TIMEOUT_MS = 10 * 60 * 1000
 LIST_LIMIT = 150
 ACTIVE_WINDOW_MS = 15 * 60 * 1000  # GET /v2/sessions/active: seen within 15 minutes
 FOCUS_PREFIX = ":focus:"
@@ -44,27 +29,14 @@ FOCUS_PREFIX = ":focus:"
 DeleteListener = Callable[[Tx, str, str], Awaitable[None]]
 Key = tuple[str, str]  # (user id, session id)
 
-# wire name -> (value column, version column)
-FIELDS = {
-    "metadata": (sessions.c.metadata, sessions.c.metadata_version),
-    "agentState": (sessions.c.agent_state, sessions.c.agent_state_version),
-}
-
-# The hot statements (update-metadata/state), built once with bind parameters:
-# building a SQLAlchemy statement per event cost more than running it (bench/RESULTS.md).
-_bp = sa.bindparam
-_CAS = {
-    field: (
-        sessions.update()
-        .where(*_OWN, version_col == _bp("b_expected", type_=sa.BigInteger))
-        .values(
-            {value_col.name: _bp("b_value"), version_col.name: version_col + 1, "updated_at": _NOW}
-        )
-        .returning(version_col),
-        sa.select(value_col, version_col).where(*_OWN),
-    )
-    for field, (value_col, version_col) in FIELDS.items()
-}
+# update-metadata/update-state: wire name -> (value column, version column), built once
+FIELDS = VersionedFields(
+    sessions,
+    {
+        "metadata": (sessions.c.metadata, sessions.c.metadata_version),
+        "agentState": (sessions.c.agent_state, sessions.c.agent_state_version),
+    },
+)
 
 
 class SessionsService:
@@ -74,13 +46,11 @@ class SessionsService:
         self.app = app
         self.store = MessageStore(app)
         self.batches = BatchWriter(app)
-        self._owned: TimedCache[Key] = TimedCache(clock=app.clock)
-        self._not_owned: TimedCache[Key] = TimedCache(clock=app.clock)
-        self._ended: dict[Key, int] = {}
+        self.ownership = Ownership(app, sessions)
+        self.activity = Activity(app, sessions, name="session")
+        self.writer = self.activity.writer  # the lazy last-active writes
+        self._ended: dict[Key, int] = {}  # session-end: heartbeats ignored for a minute
         self._delete_listeners: list[DeleteListener] = []
-        self.writer: LazyActivityWriter[Key] = LazyActivityWriter(
-            self._write_activity, clock=app.clock, name="session activity"
-        )
         # key: user id; Redis keys <redis-channel>:focus:<user>
         self.focus = SharedPresence(
             f"{app.settings.redis_channel}{FOCUS_PREFIX}", app.settings.redis
@@ -91,16 +61,7 @@ class SessionsService:
 
     async def owns(self, user_id: str, session_id: str) -> bool:
         """True when ``session_id`` is ``user_id``'s (answers cached ~30 s)."""
-        key = (user_id, session_id)
-        if key in self._owned:
-            return True
-        if key in self._not_owned:
-            return False
-        if not await self.store.owned(user_id, session_id):
-            self._not_owned.add(key, NOT_OWNED_TTL_MS)
-            return False
-        self._owned.add(key, OWNED_TTL_MS)
-        return True
+        return await self.ownership.owns(user_id, session_id)
 
     async def _account_deleted(self, tx: Tx, user_id: str) -> None:
         """The account is being deleted: its sessions and their messages go too."""
@@ -158,10 +119,8 @@ class SessionsService:
             return existing, None
 
         row, seq = await self.app.db.write(unit)
-        key = (user_id, row["id"])
-        self._ended.pop(key, None)
-        self._not_owned.discard(key)
-        self._owned.add(key, OWNED_TTL_MS)
+        self._ended.pop((user_id, row["id"]), None)
+        self.ownership.remember(user_id, row["id"])
         session = session_json(row)
         if seq is not None:
             body = {"t": "new-session", **session}
@@ -253,14 +212,13 @@ class SessionsService:
                 await listener(tx, user_id, session_id)
             return await self.app.accounts.next_seq(user_id, tx)
 
-        key = (user_id, session_id)
-        self._owned.discard(key)
+        self.ownership.forget(user_id, session_id)
         seq = await self.app.db.write(unit)
-        self._owned.discard(key)
-        self.writer.drop(key)
+        self.ownership.forget(user_id, session_id)
+        self.activity.drop(user_id, session_id)
         if seq is None:
             return False
-        self._ended[key] = self.app.clock()
+        self._ended[(user_id, session_id)] = self.app.clock()
         body = {"t": "delete-session", "sid": session_id}
         await self.app.router.send_update(user_id, seq, body, UserScopedOnly())
         return True
@@ -279,7 +237,7 @@ class SessionsService:
 
         False (nothing emitted) when the session is not the user's.
         """
-        if not await self.store.owned(user_id, session_id):
+        if not await self.ownership.read(user_id, session_id):
             return False
         payload = {
             "type": "session-event",
@@ -305,27 +263,7 @@ class SessionsService:
 
         Raises NotFound, or VersionMismatch carrying the current (fresh) version and value.
         """
-        value_col, version_col = FIELDS[field]
-        update, current = _CAS[field]
-        now = self.app.clock()
-        values = {
-            "b_sid": session_id,
-            "b_uid": user_id,
-            "b_expected": expected,
-            "b_value": value,
-            "b_now": now,
-        }
-        outcome = await self.app.accounts.compare_and_set(user_id, update, current, values, now)
-        if outcome.is_missing:
-            raise NotFound(None)
-        if outcome.is_mismatch:
-            current_row = outcome.current
-            raise VersionMismatch(
-                version=int(current_row[version_col.name]), **{field: current_row[value_col.name]}
-            )
-        seq = outcome.seq
-        assert seq is not None
-        version = int(outcome.current[version_col.name])
+        version, seq = await FIELDS.set(self.app, user_id, session_id, field, value, expected)
         body = {
             "t": "update-session",
             "id": session_id,
@@ -344,7 +282,7 @@ class SessionsService:
             del self._ended[key]
         if not await self.owns(user_id, session_id):
             return False
-        self.writer.record(key, at)
+        self.activity.record(user_id, session_id, at)
         payload = {
             "type": "activity",
             "id": session_id,
@@ -366,9 +304,8 @@ class SessionsService:
         )
         if await self.app.db.write(lambda tx: tx.fetch_val(stmt)) is None:
             return False
-        key = (user_id, session_id)
-        self._ended[key] = self.app.clock()
-        self.writer.drop(key)
+        self._ended[(user_id, session_id)] = self.app.clock()
+        self.activity.drop(user_id, session_id)
         payload = {
             "type": "activity",
             "id": session_id,
@@ -379,39 +316,13 @@ class SessionsService:
         await self.app.router.emit_ephemeral(user_id, payload, UserScopedOnly())
         return True
 
-    async def _write_activity(self, batch: dict[Key, int]) -> None:
-        t = sessions
-
-        async def unit(tx: Tx) -> None:
-            for (user_id, session_id), at in batch.items():
-                await tx.execute(
-                    t.update()
-                    .where(
-                        t.c.id == session_id,
-                        t.c.account_id == user_id,
-                        t.c.last_active_at < at,
-                    )
-                    .values(active=True, last_active_at=at)
-                )
-
-        await self.app.db.write(unit)
-
     async def sweep(self) -> int:
         """Mark sessions silent for 10 minutes inactive; each row is flipped and announced once."""
-        await self.writer.flush()
         now = self.app.clock()
         for key in [k for k, at in self._ended.items() if now - at >= END_SUPPRESS_MS]:
             del self._ended[key]
-        self._owned.prune()
-        self._not_owned.prune()
-        t = sessions
-        stmt = (
-            t.update()
-            .where(t.c.active == sa.true(), t.c.last_active_at < now - TIMEOUT_MS)
-            .values(active=False)
-            .returning(t.c.id, t.c.account_id, t.c.last_active_at)
-        )
-        rows = await self.app.db.write(lambda tx: tx.fetch_all(stmt))
+        self.ownership.prune()
+        rows = await self.activity.expire()
         for row in rows:
             payload = {
                 "type": "activity",
@@ -421,6 +332,4 @@ class SessionsService:
                 "thinking": False,
             }
             await self.app.router.emit_ephemeral(row["account_id"], payload, UserScopedOnly())
-        if rows:
-            log.info("presence sweep: %d session(s) timed out", len(rows))
         return len(rows)

@@ -5,17 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from happy_socket import AccountMissing, Context, HandlerError, NotFound, UserScopedOnly
-from happy_socket.validation import is_number
+from happy_socket.validation import is_js_falsy, is_number
 
 from .service import UsageService
 
 MAX_KEY_LENGTH = 256
 MAX_SESSION_ID_LENGTH = 256
-
-
-def _falsy(value: Any) -> bool:
-    """JavaScript-falsy (how the reference decides that ``sessionId`` was not given)."""
-    return value is None or value is False or value == "" or (is_number(value) and value == 0)
 
 
 def _totals(value: Any, message: str) -> dict[str, Any]:
@@ -34,7 +29,7 @@ async def usage_report(ctx: Context, data: Any) -> dict[str, Any]:
     cost = _totals(payload.get("cost"), "Invalid cost object - must include total")
     raw_session = payload.get("sessionId")
     session_id: str | None = None
-    if not _falsy(raw_session):
+    if not is_js_falsy(raw_session):  # how the reference decides it was given
         if not isinstance(raw_session, str):
             raise HandlerError("Invalid sessionId")
         if len(raw_session) > MAX_SESSION_ID_LENGTH or not await ctx.service("sessions").owns(

@@ -191,3 +191,49 @@ def test_engineio_internals_backpressure_needs_are_there() -> None:
     engineio_compat.check(eio)
     assert callable(engineio.async_socket.AsyncSocket.send)
     assert "last_ping" in engineio.base_socket.BaseSocket.__init__.__code__.co_names
+
+
+async def test_big_packets_pause_a_socket_by_bytes_and_its_user_by_bytes(
+    make_server: ServerFactory,
+) -> None:
+    """Counting events is not enough when each may be 1 MB: the bytes of received packets
+    whose events have not finished are bounded per socket and per user; past either bound the
+    socket (or every socket of that user) is paused, and nothing is lost."""
+    gate = asyncio.Event()
+
+    class Hold:
+        @hookimpl
+        def register_handlers(self, registry: Any) -> None:
+            async def hold(ctx: Any, data: Any) -> Any:
+                await gate.wait()
+                return {"result": "success", "size": len(data["pad"])}
+
+            registry.add("hold", hold)
+
+    server = await make_server(plugins=[("hold", Hold())])
+    dispatcher = server.app.dispatcher
+    dispatcher.max_held_bytes = 300_000
+    dispatcher.max_held_bytes_per_user = 500_000
+    first = await server.client("alice")
+    second = await server.client("alice")
+    stranger = await server.client("bob")
+    pad = "p" * 100_000
+    calls = [asyncio.create_task(first.call("hold", {"pad": pad}, timeout=20)) for _ in range(6)]
+    for _ in range(200):
+        if dispatcher.paused(first.sid):
+            break
+        await asyncio.sleep(0.01)
+    assert dispatcher.paused(first.sid)  # ~300 KB held by three events: its reader waits
+    assert not dispatcher.paused(second.sid)
+    calls += [asyncio.create_task(second.call("hold", {"pad": pad}, timeout=20)) for _ in range(3)]
+    for _ in range(200):
+        if dispatcher.paused(second.sid):
+            break
+        await asyncio.sleep(0.01)
+    assert dispatcher.paused(second.sid)  # the user's 500 KB: its other socket waits too
+    assert await stranger.call("ping", timeout=2) == {}  # another user is not held back
+    gate.set()
+    answers = await asyncio.gather(*calls)
+    assert answers == [{"result": "success", "size": 100_000}] * 9  # every event, none lost
+    assert not dispatcher.paused(first.sid) and not dispatcher.paused(second.sid)
+    assert await first.call("ping") == {} and await second.call("ping") == {}

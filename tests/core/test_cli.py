@@ -125,3 +125,17 @@ def test_help_and_errors_name_the_environment_variables() -> None:
         assert variable in help_text
     bad = CliRunner().invoke(cli, ["serve"], env={"HAPPY_SOCKET_PORT": "abc"})
     assert bad.exit_code == 2 and "HAPPY_SOCKET_PORT" in bad.output
+
+
+def test_plugin_commands_that_cannot_load_are_one_sentence() -> None:
+    env = {"HAPPY_SOCKET_WITHOUT": "nope"}
+    missing = CliRunner().invoke(cli, ["sessions", "list", "alice"], env=env)
+    assert missing.exit_code == 2
+    assert "No such command 'sessions': Unknown plugin 'nope' in --without" in missing.output
+    assert missing.output.rstrip().endswith("(the plugins' commands could not be loaded).")
+    listed = CliRunner().invoke(cli, ["--help"], env=env)
+    assert listed.exit_code == 0 and "the plugins' commands could not be loaded" in listed.output
+    # the core's commands still work, and the plugins' come back once the setting is fixed
+    assert CliRunner().invoke(cli, ["token", "--help"], env=env).exit_code == 0
+    assert "sessions" in CliRunner().invoke(cli, ["--help"]).output.split()
+    assert "sessions" not in CliRunner().invoke(cli, ["--help"], env=env).output.split()

@@ -23,7 +23,7 @@ def test_websocket_protocol_is_uvicorns_with_a_lean_queue() -> None:
 async def test_both_per_connection_queues_are_lean(server: ServerHarness) -> None:
     sock = await server.client("alice")
     assert await sock.call("ping", {}) is not None  # the queues carried traffic
-    connections = server._server.server_state.connections
+    connections = server.protocols()
     websockets = [c for c in connections if isinstance(c, WebSocketsSansIOProtocol)]
     assert websockets and all(type(c.queue) is LeanQueue for c in websockets)
     assert all(type(c.writable) is LeanEvent and c.writable.is_set() for c in websockets)
@@ -75,7 +75,7 @@ async def test_a_socket_that_stops_reading_pauses_only_itself(make_server: Any) 
         )
         protocols = [
             c
-            for c in server._server.server_state.connections
+            for c in server.protocols()
             if isinstance(c, WebSocketsSansIOProtocol) and c.scope.get("query_string", b"")
         ]
         paused = False

@@ -9,11 +9,13 @@ from typing import Any
 
 import click
 import httpx
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from happy_socket import (
     App,
+    ConfigError,
     Context,
     HttpContext,
     Migrations,
@@ -220,3 +222,76 @@ def test_every_hook_is_documented() -> None:
     assert len(hooks) >= 11
     for name in hooks:
         assert re.search(rf"^### `{name}\(", doc, re.M), f"hook {name} is not documented"
+
+
+class Wrapper:
+    """Only wraps ``startup`` and ``shutdown``: it sees each plugin's call and its result."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    @hookimpl(wrapper=True)
+    def startup(self, app: App) -> Any:
+        result = yield
+        self.seen.append(("startup", result))
+        return result
+
+    @hookimpl(wrapper=True)
+    def shutdown(self, app: App) -> Any:
+        result = yield
+        self.seen.append(("shutdown", result))
+        return result
+
+
+class BrokenShutdown:
+    @hookimpl
+    def shutdown(self) -> None:
+        raise RuntimeError("boom")
+
+
+async def test_hooks_go_through_pluggy_with_monitoring_and_wrappers(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder, wrapper = Recorder(), Wrapper()
+    app = create_app(
+        Settings(db=sqlite_url, secret="s" * 32),
+        plugins=[("broken", BrokenShutdown()), ("recorder", recorder), ("wrapper", wrapper)],
+        load_entry_points=False,
+    )
+    monitored: list[tuple[str, list[str]]] = []
+    app.pm.add_hookcall_monitoring(
+        lambda hook, impls, kwargs: monitored.append((hook, [i.plugin_name for i in impls])),
+        lambda outcome, hook, impls, kwargs: None,
+    )
+    await app.startup()
+    # each plugin's implementation is called alone, inside the wrapper, through pluggy
+    assert ("startup", ["recorder", "wrapper"]) in monitored
+    assert ("startup", ["core-auth", "wrapper"]) in monitored
+    assert len(wrapper.seen) == 2 and all(name == "startup" for name, _ in wrapper.seen)
+    assert "startup" in recorder.names()
+    await app.shutdown()
+    # a plugin whose shutdown raises is logged; the others' still run
+    assert recorder.names()[-1] == "shutdown"
+    assert [m for m in monitored if m[0] == "shutdown"] == [
+        ("shutdown", [name, "wrapper"]) for name in ("recorder", "broken", "core-auth")
+    ]
+    assert "hook shutdown of plugin broken failed" in caplog.text
+
+
+class SameTable:
+    @hookimpl
+    def register_tables(self, metadata: sa.MetaData) -> None:
+        notes.to_metadata(metadata)
+
+
+def test_two_plugins_declaring_one_table_is_one_sentence(sqlite_url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        create_app(
+            Settings(db=sqlite_url, secret="s" * 32),
+            plugins=[("recorder", Recorder()), ("copycat", SameTable())],
+            load_entry_points=False,
+        )
+    first, second = "recorder", "copycat"  # pluggy calls the last registered first
+    assert str(refused.value) == (
+        f"Table 'recorder_notes' of plugin {first!r} is declared by plugin {second!r} too."
+    )

@@ -99,7 +99,7 @@ async def test_write_outside_ordered_events_is_a_plain_write(
     started: tuple[App, OrderedPlugin],
 ) -> None:
     app, _ = started
-    conn = app.dispatcher.connections["sid1"]
+    conn = app.connection("sid1")
     ctx = Context(app=app, connection=conn, plugin="ordered", event="direct")
 
     async def unit(tx: Tx) -> int:

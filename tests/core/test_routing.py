@@ -14,7 +14,7 @@ from happy_socket import (
     UserScopedOnly,
 )
 from happy_socket.routing import has_fast_path
-from happy_socket.testing import ServerHarness, TestSocket
+from happy_socket.testing import ServerHarness, TestSocket, use_fast_path
 
 
 def test_filters_name_their_rooms() -> None:
@@ -63,7 +63,7 @@ async def sockets(server: ServerHarness) -> dict[str, TestSocket]:
 def emit_path(request: pytest.FixtureRequest, server: ServerHarness) -> str:
     """Each test using it runs through the router's fast path and python-socketio's API."""
     assert has_fast_path(server.app.sio)  # the installed python-socketio has the internals
-    server.app.router._fast = request.param == "fast"
+    use_fast_path(server.app, request.param == "fast")
     return str(request.param)
 
 

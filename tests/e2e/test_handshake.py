@@ -69,7 +69,7 @@ async def test_unknown_client_type_is_user_scoped(
 ) -> None:
     extra = {} if client_type is None else {"clientType": client_type}
     sock = await server.client("alice", **extra)
-    conn = server.app.dispatcher.connections[sock.sid]
+    conn = server.app.connection(sock.sid)
     assert conn.client_type.value == "user-scoped"
     rooms = set(server.app.sio.rooms(sock.sid))
     assert {"user:alice", "user:alice:user-scoped"} <= rooms

@@ -60,7 +60,7 @@ async def test_a_client_event_named_connect_never_reaches_the_handshake(
     await raw.send('22["connect"]')  # no arguments at all
     assert await raw.ack(2) == UNKNOWN_EVENT_ACK
     assert gauge("happy_socket_connections", {"client_type": "user-scoped"}) == before
-    conns = [c for c in server.app.dispatcher.connections.values() if c.user_id == "mallory"]
+    conns = [c for c in server.app.connections() if c.user_id == "mallory"]
     assert conns == []
     assert await still_works(raw)
     await raw.__aexit__(None, None, None)
@@ -74,7 +74,7 @@ async def test_a_client_event_named_disconnect_changes_nothing(server: ServerHar
     assert await daemon.ack(1) == UNKNOWN_EVENT_ACK
     await daemon.send('2["disconnect","io client disconnect"]')  # no ack asked: still nothing
     await asyncio.sleep(0.2)
-    machines = [c for c in server.app.dispatcher.connections.values() if c.machine_id == "m1"]
+    machines = [c for c in server.app.connections() if c.machine_id == "m1"]
     assert len(machines) == 1
     app = await server.client("alice")
     call = asyncio.create_task(app.call("rpc-call", {"method": "m1:bash", "params": 1}))
@@ -123,7 +123,7 @@ async def test_binary_and_broken_packets_close_the_socket_and_buffer_nothing(
             with contextlib.suppress(Exception):
                 await raw._ws.send(b"\x04" + b"x" * 100_000)
     assert await closed_by_server(raw)
-    assert len(server.app.dispatcher.connections) == 1  # only ``other`` is left
+    assert len(server.app.connections()) == 1  # only ``other`` is left
     assert server.app.sio._binary_packet == {}  # nothing held for it
     assert await other.call("ping") == {}  # the others are untouched
 
@@ -146,7 +146,7 @@ async def test_handshake_auth_is_bounded_and_trimmed(server: ServerHarness) -> N
         "Authentication data too large"
     )
     sock = await server.client("alice", happyClient="cli/1.2.5", extra={"big": ["x"] * 100})
-    conn = server.app.dispatcher.connections[sock.sid]
+    conn = server.app.connection(sock.sid)
     assert conn.auth == {"clientType": "user-scoped", "happyClient": "cli/1.2.5"} or conn.auth == {
         "happyClient": "cli/1.2.5"
     }
@@ -181,7 +181,7 @@ async def test_sockets_per_user_are_limited(make_server: Any) -> None:
     assert await server.refusal({"token": await server.token("bob")}) is None  # per user
     await socks[0].disconnect()
     for _ in range(50):
-        if len([c for c in server.app.dispatcher.connections.values() if c.user_id == "alice"]) < 3:
+        if len([c for c in server.app.connections() if c.user_id == "alice"]) < 3:
             break
         await asyncio.sleep(0.02)
     assert await server.refusal({"token": token}) is None  # a place is free again

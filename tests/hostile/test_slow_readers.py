@@ -40,7 +40,7 @@ async def until(condition: Any, within: float = 20.0) -> bool:
 
 
 def sockets_of(server: ServerHarness, user: str) -> int:
-    return sum(1 for c in server.app.dispatcher.connections.values() if c.user_id == user)
+    return sum(1 for c in server.app.connections() if c.user_id == user)
 
 
 async def test_unsent_data_for_a_socket_that_stops_reading_is_capped(

@@ -173,6 +173,22 @@ class Cluster:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sock.disconnect(), 2)
 
+    async def cluster_received(self, index: int) -> dict[str, float]:
+        """``happy_socket_cluster_messages_received_total`` of process ``index``, by kind."""
+        return await self.counter(index, "happy_socket_cluster_messages_received_total")
+
+    async def counter(self, index: int, name: str) -> dict[str, float]:
+        """A labelled counter of process ``index``'s ``/metrics``, by its ``kind`` label."""
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(self.processes[index].url + "/metrics", timeout=5)).text
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(name + "{"):
+                labels, value = line[len(name) + 1 :].rsplit("} ", 1)
+                kind = labels.split('kind="', 1)[1].split('"', 1)[0]
+                found[kind] = float(value)
+        return found
+
     def logs(self) -> str:
         return "\n".join(f"--- process {p.index} ---\n{p.output()}" for p in self.processes)
 
@@ -186,9 +202,17 @@ def unique_user(name: str = "u") -> str:
 
 
 async def start_cluster(
-    db: str, redis: str, logdir: Path, n: int = 2, *, grace: float = 10.0, timeout: float = 10.0
+    db: str,
+    redis: str,
+    logdir: Path,
+    n: int = 2,
+    *,
+    grace: float = 10.0,
+    timeout: float = 10.0,
+    extra: tuple[str, ...] = (),
 ) -> Cluster:
-    """Migrate ``db``, then start ``n`` processes and wait until all answer /health."""
+    """Migrate ``db``, then start ``n`` processes and wait until all answer /health
+    (``extra``: more ``serve`` arguments, e.g. ``("--redis-pubsub", "plain")``)."""
     app = create_app(Settings(db=db, secret=SECRET))
     await app.startup()  # creates/migrates the schema before the processes start
     prefix = f"hs-test:{uuid.uuid4().hex[:12]}"
@@ -197,7 +221,7 @@ async def start_cluster(
     # no periodic re-read of the registry: only registration announcements wake a waiting call
     env["HAPPY_SOCKET_RPC_RECHECK"] = "60"
     args = ["--db", db, "--redis", redis, "--secret", SECRET]
-    args += ["--rpc-grace", str(grace), "--log-level", "info"]
+    args += ["--rpc-grace", str(grace), "--log-level", "info", *extra]
     tag = uuid.uuid4().hex[:6]
     processes = [Process(i, args, env, logdir / f"serve-{tag}-{i}.log") for i in range(n)]
     result = Cluster(app, processes, prefix, redis)
@@ -227,14 +251,20 @@ async def stop_cluster(c: Cluster, *, show_logs: bool = False) -> None:
 async def cluster(
     pg_url: str, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[ClusterFactory]:
-    """``await cluster(n=2, grace=10.0, timeout=10.0, redis=None)`` -> a started Cluster."""
+    """``await cluster(n=2, grace=10.0, timeout=10.0, redis=None, extra=())`` -> a started
+    Cluster."""
     made: list[Cluster] = []
 
     async def make(
-        n: int = 2, *, grace: float = 10.0, timeout: float = 10.0, redis: str | None = None
+        n: int = 2,
+        *,
+        grace: float = 10.0,
+        timeout: float = 10.0,
+        redis: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> Cluster:
         c = await start_cluster(
-            pg_url, redis or redis_url, tmp_path, n, grace=grace, timeout=timeout
+            pg_url, redis or redis_url, tmp_path, n, grace=grace, timeout=timeout, extra=extra
         )
         made.append(c)
         return c

@@ -8,6 +8,7 @@ import httpx
 import sqlalchemy as sa
 from happy_socket_sessions.tables import session_messages
 
+from happy_socket import Tx, Unit
 from happy_socket.testing import ServerHarness
 from tests.plugins.sessions.support import body_of
 
@@ -165,3 +166,45 @@ async def test_thousand_messages_from_one_socket_arrive_in_order(srv: ServerHarn
     assert [m["seq"] for m in stored] == list(range(1000, 0, -1))
     updates = [u["seq"] for u in app.events["update"]]
     assert updates == sorted(updates) and len(set(updates)) == 1000
+
+
+async def test_a_duplicate_on_sqlite_reruns_nothing_else_of_its_group_commit(
+    srv: ServerHarness,
+) -> None:
+    """A duplicate localId is answered without an exception: the other units of the writer's
+    batch run once (an exception would roll the batch back and run it all again)."""
+    sid = await new_session(srv)
+    svc = srv.app.service("sessions")
+    first = await svc.add_message("alice", sid, "c1", "L1")
+    db = srv.app.db
+    gate = asyncio.Event()
+    runs = [0, 0]
+
+    async def hold(tx: Tx) -> None:  # keeps the writer busy while the next batch queues
+        await gate.wait()
+
+    def counted(index: int) -> Unit[None]:
+        async def unit(tx: Tx) -> None:
+            runs[index] += 1
+            await tx.execute(sa.select(1))
+
+        return unit
+
+    held = db.submit(hold)
+    await asyncio.sleep(0.05)  # the writer is inside ``hold``: what follows is one batch
+    before = db.submit(counted(0))
+    duplicate = asyncio.ensure_future(svc.add_message("alice", sid, "x", "L1", write=db.submit))
+    fresh = asyncio.ensure_future(svc.add_message("alice", sid, "c2", "L2", write=db.submit))
+    await asyncio.sleep(0)  # both messages queue their units
+    after = db.submit(counted(1))
+    gate.set()
+    await asyncio.gather(held, before, after)
+    again, second = await duplicate, await fresh
+    assert db.batch_sizes[-1] == 4
+    assert runs == [1, 1]
+    assert again is not None and not again.created and again.seq is None
+    assert first is not None and again.message == first.message
+    assert second is not None and second.created and second.message["seq"] == 2
+    assert (await svc.get("alice", sid))["seq"] == 2  # no hole, no extra step
+    # a localId of someone else's session is "not the user's", not a duplicate
+    assert await svc.add_message("bob", sid, "x", "L1") is None
