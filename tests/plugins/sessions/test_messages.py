@@ -208,3 +208,21 @@ async def test_a_duplicate_on_sqlite_reruns_nothing_else_of_its_group_commit(
     assert (await svc.get("alice", sid))["seq"] == 2  # no hole, no extra step
     # a localId of someone else's session is "not the user's", not a duplicate
     assert await svc.add_message("bob", sid, "x", "L1") is None
+
+
+async def test_a_local_id_is_unique_per_session_not_per_user(both: ServerHarness) -> None:
+    """The same localIds in a second session of the same user are new messages there."""
+    first = await new_session(both, tag="first")
+    second = await new_session(both, tag="second")
+    app = await both.client("alice")
+    for sid in (first, second):
+        sender = await both.client("alice", client_type="session-scoped", session_id=sid)
+        for i in range(3):
+            await sender.emit("message", {"sid": sid, "message": f"{sid}-{i}", "localId": f"f{i}"})
+        ack = await sender.call("message", {"sid": sid, "message": "last", "localId": "f3"})
+        assert ack["seq"] == 4
+    got = [body_of(await app.next("update"))["message"] for _ in range(8)]
+    assert [(m["localId"], m["seq"]) for m in got] == [(f"f{i}", i + 1) for i in range(4)] * 2
+    for sid in (first, second):
+        stored = await both.app.service("sessions").messages("alice", sid)
+        assert sorted(m["localId"] for m in stored) == ["f0", "f1", "f2", "f3"]
