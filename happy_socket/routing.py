@@ -147,6 +147,11 @@ class Router:
             self._fast = sio_compat.has_fast_path(self._sio)  # logs the path it takes
         return self._fast
 
+    @fast.setter
+    def fast(self, enabled: bool) -> None:
+        """Force the fast paths on (when the internals are there) or off (public API only)."""
+        self._fast = enabled and sio_compat.has_fast_path(self._sio)
+
     async def emit_update(
         self,
         user_id: str,

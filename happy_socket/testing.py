@@ -281,7 +281,7 @@ def use_fast_path(app: App, enabled: bool) -> None:
 
     The router otherwise decides once, at its first emit (``Router.fast``).
     """
-    app.router._fast = enabled  # the router's cached decision; Router has no setter for it
+    app.router.fast = enabled
 
 
 def ci() -> bool:
