@@ -30,7 +30,7 @@ from .registry import Registry
 from .revocation import Revocation
 from .rooms import IndexedManager, IndexedRedisManager
 from .routing import RecipientFilter, Router
-from .sendqueue import SendQueue
+from .sendqueue import QueueBudgets, SendQueue
 from .settings import Settings
 from .storage import Accounts, Database, Migrations, SchemaStatus, accounts, upgrade
 
@@ -129,6 +129,8 @@ class App:
             transports=["polling", "websocket"],
         )
         # engine.io's per-socket send queue (its documented factory): lighter, and capped
+        # per socket, per account and for the process (the dispatcher files each socket's)
+        self.queue_budgets = QueueBudgets(s.max_queued_bytes_per_user, s.max_queued_bytes_total)
         sio.eio.create_queue = functools.partial(  # type: ignore[method-assign]
             SendQueue, s.max_queued_bytes, self._send_queue_overflowed
         )
@@ -151,7 +153,8 @@ class App:
         return IndexedRedisManager(s.redis, channel=s.redis_channel, json=jsonmod)
 
     def _send_queue_overflowed(self, queue: SendQueue) -> None:
-        """A socket's unsent data passed ``max_queued_bytes``: close it (it may reconnect)."""
+        """A socket's unsent data passed ``max_queued_bytes`` (or it was the largest queue of a
+        full account or process budget): close it (it may reconnect)."""
         eio_sid = engineio_compat.close_socket_of(self.sio.eio, queue)
         self.metrics.send_overflows.inc()
         log.warning(

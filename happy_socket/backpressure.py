@@ -48,7 +48,7 @@ class SocketWork:
     finishing event makes room.
     """
 
-    __slots__ = ("burst", "eio_sid", "held", "pending", "room", "running", "tail", "user")
+    __slots__ = ("burst", "eio_sid", "held", "pending", "queue", "room", "running", "tail", "user")
 
     def __init__(self, eio_sid: str | None, user: str = "") -> None:
         self.eio_sid = eio_sid
@@ -59,6 +59,7 @@ class SocketWork:
         self.running = 0  # other events running
         self.room: asyncio.Future[None] | None = None
         self.burst = 0  # packets read since the reader last let other tasks run
+        self.queue: Any = None  # its engine.io send queue, when it counts in shared budgets
 
 
 class Backpressure:

@@ -18,6 +18,7 @@ from .handshake import connection_for
 from .packets import trim_environ
 from .registry import Handler
 from .routing import rooms_of
+from .sendqueue import SendQueue
 from .validation import refused_input
 
 if TYPE_CHECKING:
@@ -145,9 +146,16 @@ class Dispatcher(Backpressure):
         self.connections[conn.sid] = conn
         self._per_user[conn.user_id] = self._per_user.get(conn.user_id, 0) + 1
         self._track(conn.sid, eio_sid, conn.user_id)
+        queue = engineio_compat.queue_of(self._app.sio.eio, eio_sid) if eio_sid else None
+        if isinstance(queue, SendQueue):  # its bytes count in the account's and process's too
+            self._app.queue_budgets.join(queue, conn.user_id)
+            self._work[conn.sid].queue = queue
 
     def _forget_connection(self, sid: str) -> Connection | None:
         conn = self.connections.pop(sid, None)
+        work = self._work.get(sid)
+        if conn is not None and work is not None and work.queue is not None:
+            self._app.queue_budgets.leave(work.queue, conn.user_id)
         if conn is not None:
             left = self._per_user.get(conn.user_id, 1) - 1
             if left > 0:

@@ -94,6 +94,18 @@ SERVE_SETTINGS = (
         click.IntRange(min=65536),
     ),
     SettingFlag(
+        "max_queued_bytes_per_user",
+        "--max-queued-bytes-per-user",
+        "Unsent data kept for all sockets of one account; past it its largest queue is closed.",
+        click.IntRange(min=65536),
+    ),
+    SettingFlag(
+        "max_queued_bytes_total",
+        "--max-queued-bytes-total",
+        "Unsent data kept for all sockets of the process; past it the largest queue is closed.",
+        click.IntRange(min=65536),
+    ),
+    SettingFlag(
         "write_stall_s",
         "--write-stall",
         "Drop a websocket whose client takes no data for this long.",

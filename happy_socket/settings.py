@@ -109,6 +109,8 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024  # HTTP request bodies
     max_sockets_per_user: int = 100  # open sockets of one account on one process
     max_queued_bytes: int = 8 * 1024 * 1024  # unsent data for one socket before it is closed
+    max_queued_bytes_per_user: int = 64 * 1024 * 1024  # the same over one account's sockets
+    max_queued_bytes_total: int = 1024 * 1024 * 1024  # the same over the whole process
     write_stall_s: float = 60.0  # a websocket whose peer takes no data this long is dropped
     handshake_timeout_s: float = 45.0  # engine.io sessions must join Socket.IO within this
     header_timeout_s: float = 10.0  # a new HTTP connection must send its request headers within

@@ -65,6 +65,12 @@ async def keep_alive(eio: Any, eio_sid: str) -> bool:
 log = logging.getLogger("happy_socket.dispatch")
 
 
+def queue_of(eio: Any, eio_sid: str) -> Any:
+    """The send queue of engine.io socket ``eio_sid`` (None when it is gone)."""
+    socket = eio.sockets.get(eio_sid)
+    return getattr(socket, "queue", None) if socket is not None else None
+
+
 def close_socket_of(eio: Any, queue: Any) -> str | None:
     """Close (in the background) the engine.io socket whose send queue is ``queue``; its sid."""
     for eio_sid, socket in list(eio.sockets.items()):

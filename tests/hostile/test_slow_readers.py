@@ -110,3 +110,53 @@ async def test_the_header_deadline_never_touches_an_upgraded_websocket(
     sock = await server.client("alice")
     await asyncio.sleep(1.0)  # three header deadlines
     assert await sock.call("ping") == {}
+
+
+async def test_the_unsent_data_of_an_account_and_of_the_process_is_capped_too(
+    make_server: ServerFactory,
+) -> None:
+    """Many slow sockets cannot add up past the account's budget (or the process's): the
+    largest queue of a full budget is closed, the sockets that read are never touched."""
+    server = await make_server(
+        max_queued_bytes=50_000_000,  # each socket alone could hold 50 MB
+        max_queued_bytes_per_user=3_000_000,
+        max_queued_bytes_total=5_000_000,
+        write_stall_s=300,
+    )
+    writer = await server.client("alice")
+    own = await create_resources(server.url, server.app, "alice", writer)
+    stalled = [await never_reads(server, "alice") for _ in range(3)]
+    overflows = "happy_socket_send_overflows_total"
+    version = 0
+    for _ in range(300):  # 30 MB of update-session frames, each to every alice socket
+        ack = await writer.call(
+            "update-metadata",
+            {"sid": own.session_id, "metadata": BIG, "expectedVersion": version},
+        )
+        assert ack["result"] == "success", ack
+        version = ack["version"]
+        assert server.app.queue_budgets.used_by("alice") <= 3_000_000
+        if (server.app.metrics.registry.get_sample_value(overflows) or 0) >= 3:
+            break
+    assert await until(lambda: sockets_of(server, "alice") == 1)  # only the writer is left
+    assert await writer.call("ping") == {}
+    # bob's slow sockets and alice's share the process's 5 MB: the largest queue goes first
+    bob = await server.client("bob")
+    bobs = await create_resources(server.url, server.app, "bob", bob)
+    bob_stalled = [await never_reads(server, "bob") for _ in range(2)]
+    alice_stalled = await never_reads(server, "alice")
+    before = server.app.metrics.registry.get_sample_value(overflows)
+    versions = {"alice": version, "bob": 0}
+    for _ in range(100):
+        for name, sock, sid in (("alice", writer, own.session_id), ("bob", bob, bobs.session_id)):
+            ack = await sock.call(
+                "update-metadata", {"sid": sid, "metadata": BIG, "expectedVersion": versions[name]}
+            )
+            versions[name] = ack["version"]
+        assert server.app.queue_budgets.total.used <= 5_000_000
+        if server.app.metrics.registry.get_sample_value(overflows) > before:
+            break
+    assert server.app.metrics.registry.get_sample_value(overflows) > before
+    assert await bob.call("ping") == {} and await writer.call("ping") == {}
+    for ws in [*stalled, *bob_stalled, alice_stalled]:
+        await ws.close()
