@@ -34,7 +34,9 @@ log = logging.getLogger("happy_socket.compat")
 
 SERVER_INTERNALS = ("_send_packet", "_send_eio_packet", "packet_class")
 MANAGER_INTERNALS = ("_generate_ack_id", "get_participants", "eio_sid_from_sid")
-MANAGER_STATE = ("callbacks", "pending_connect", "pending_disconnect", "rooms")
+MANAGER_STATE = ("callbacks", "pending_disconnect", "rooms")
+#: newer python-socketio releases keep ``pending_connect`` too; 5.11.0 has none to clean up
+OPTIONAL_MANAGER_STATE = ("pending_connect",)
 ROOM_HOOKS = {
     "basic_enter_room": ("self", "sid", "namespace", "room", "eio_sid"),
     "basic_leave_room": ("self", "sid", "namespace", "room"),
@@ -153,7 +155,10 @@ def drop_socket_state(manager: Any, sid: str, namespace: str) -> None:
     """What ``BaseManager.basic_disconnect`` does besides leaving rooms: pending acks and the
     pending connect/disconnect lists."""
     manager.callbacks.pop(sid, None)
-    for pending in (manager.pending_connect, manager.pending_disconnect):
+    for name in (*OPTIONAL_MANAGER_STATE, "pending_disconnect"):
+        pending = getattr(manager, name, None)
+        if pending is None:
+            continue
         sids = pending.get(namespace)
         if sids is not None and sid in sids:
             sids.remove(sid)

@@ -45,11 +45,14 @@ def test_ack_ids_and_pending_lists_are_plain_dicts() -> None:
     assert manager.callbacks["sid1"][2] is len
     compat.forget_ack(manager, "sid1", 2)
     assert 2 not in manager.callbacks["sid1"]
-    manager.pending_connect["/"] = ["sid1", "sid2"]
+    has_pending_connect = hasattr(manager, "pending_connect")  # not in python-socketio 5.11
+    if has_pending_connect:
+        manager.pending_connect["/"] = ["sid1", "sid2"]
     manager.pending_disconnect["/"] = ["sid1"]
     compat.drop_socket_state(manager, "sid1", "/")
     assert "sid1" not in manager.callbacks
-    assert manager.pending_connect == {"/": ["sid2"]}
+    if has_pending_connect:
+        assert manager.pending_connect == {"/": ["sid2"]}
     assert manager.pending_disconnect == {}
 
 
