@@ -116,13 +116,18 @@ def host_shutdown_handlers(scope: Scope) -> list[Any] | None:
     """The shutdown handler list of the host application in ``scope``, when the host runs it
     when the server stops: FastAPI's ``on_shutdown``, under FastAPI's default lifespan (a
     lifespan of your own replaces it, and then the list is never run)."""
-    router = getattr(scope.get("app"), "router", None)
+    host = scope.get("app")
+    router = getattr(host, "router", None)
     handlers = getattr(router, "on_shutdown", None)
     lifespan = type(getattr(router, "lifespan_context", None))
+    fastapi_host = any(
+        c.__name__ == "FastAPI" and c.__module__.startswith("fastapi") for c in type(host).__mro__
+    )
     if (
-        isinstance(handlers, list)
-        and lifespan.__name__ == "_DefaultLifespan"
-        and lifespan.__module__.startswith("fastapi")
+        fastapi_host
+        and isinstance(handlers, list)
+        and lifespan.__name__ == "_DefaultLifespan"  # FastAPI's own, or Starlette's in older FastAPI
+        and lifespan.__module__.startswith(("fastapi", "starlette"))
     ):
         return handlers
     return None
