@@ -46,6 +46,31 @@ class SlowDatabase:
         db.write = lambda unit: write(slowed(unit))  # type: ignore[method-assign]
 
 
+class Hold:
+    """A plugin whose ``hold`` event waits for ``gate`` (``ordered`` as asked)."""
+
+    def __init__(self, gate: asyncio.Event, *, ordered: bool) -> None:
+        self.gate, self.ordered = gate, ordered
+
+    @hookimpl
+    def register_handlers(self, registry: Any) -> None:
+        async def hold(ctx: Any, data: Any) -> Any:
+            await self.gate.wait()
+            size = len(data["pad"]) if isinstance(data, dict) and "pad" in data else None
+            return {"result": "success"} if size is None else {"result": "success", "size": size}
+
+        registry.add("hold", hold, ordered=self.ordered)
+
+
+async def paused(app: App, sid: str) -> bool:
+    """True once socket ``sid``'s reader is paused (waits up to 2 s)."""
+    for _ in range(200):
+        if app.dispatcher.paused(sid):
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 def rss_mb() -> float:
     """This process's peak resident set, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -154,26 +179,13 @@ async def test_a_paused_socket_is_kept_alive_past_its_ping_timeout(
     """A socket that is only slow is never cut: while its reader is paused (and cannot read the
     client's PONG), the server restarts the ping clock and keeps pinging the client."""
     gate = asyncio.Event()
-
-    class Hold:
-        @hookimpl
-        def register_handlers(self, registry: Any) -> None:
-            async def hold(ctx: Any, data: Any) -> Any:
-                await gate.wait()
-                return {"result": "success"}
-
-            registry.add("hold", hold, ordered=True)
-
-    server = await make_server(plugins=[("hold", Hold())], ping_interval=0.3, ping_timeout=0.5)
+    hold = Hold(gate, ordered=True)
+    server = await make_server(plugins=[("hold", hold)], ping_interval=0.3, ping_timeout=0.5)
     server.app.dispatcher.max_pending = 1
     sock = await server.client("alice")
     first = asyncio.create_task(sock.call("hold", timeout=10))
     second = asyncio.create_task(sock.call("hold", timeout=10))
-    for _ in range(200):
-        if server.app.dispatcher.paused(sock.sid):
-            break
-        await asyncio.sleep(0.01)
-    assert server.app.dispatcher.paused(sock.sid)
+    assert await paused(server.app, sock.sid)
     await asyncio.sleep(2.0)  # four ping timeouts
     assert sock.client.connected
     gate.set()
@@ -200,17 +212,7 @@ async def test_big_packets_pause_a_socket_by_bytes_and_its_user_by_bytes(
     whose events have not finished are bounded per socket and per user; past either bound the
     socket (or every socket of that user) is paused, and nothing is lost."""
     gate = asyncio.Event()
-
-    class Hold:
-        @hookimpl
-        def register_handlers(self, registry: Any) -> None:
-            async def hold(ctx: Any, data: Any) -> Any:
-                await gate.wait()
-                return {"result": "success", "size": len(data["pad"])}
-
-            registry.add("hold", hold)
-
-    server = await make_server(plugins=[("hold", Hold())])
+    server = await make_server(plugins=[("hold", Hold(gate, ordered=False))])
     dispatcher = server.app.dispatcher
     dispatcher.max_held_bytes = 300_000
     dispatcher.max_held_bytes_per_user = 500_000
@@ -219,18 +221,10 @@ async def test_big_packets_pause_a_socket_by_bytes_and_its_user_by_bytes(
     stranger = await server.client("bob")
     pad = "p" * 100_000
     calls = [asyncio.create_task(first.call("hold", {"pad": pad}, timeout=20)) for _ in range(6)]
-    for _ in range(200):
-        if dispatcher.paused(first.sid):
-            break
-        await asyncio.sleep(0.01)
-    assert dispatcher.paused(first.sid)  # ~300 KB held by three events: its reader waits
+    assert await paused(server.app, first.sid)  # ~300 KB held by three events: it waits
     assert not dispatcher.paused(second.sid)
     calls += [asyncio.create_task(second.call("hold", {"pad": pad}, timeout=20)) for _ in range(3)]
-    for _ in range(200):
-        if dispatcher.paused(second.sid):
-            break
-        await asyncio.sleep(0.01)
-    assert dispatcher.paused(second.sid)  # the user's 500 KB: its other socket waits too
+    assert await paused(server.app, second.sid)  # the user's 500 KB: its other socket waits
     assert await stranger.call("ping", timeout=2) == {}  # another user is not held back
     gate.set()
     answers = await asyncio.gather(*calls)
