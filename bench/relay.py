@@ -6,6 +6,14 @@ for the events the load tools use (``message``, ``update-metadata``, ``rpc-regis
 ``rpc-call``, ``ping``), kept in memory. The token is taken as the user id (no signature check).
 
     python bench/relay.py --port 3100
+    python bench/relay.py --ws lean --transport fast   # happy-socket's protocol + own loop
+    python bench/relay.py --server granian             # granian's ASGI server (if installed)
+
+Frame-path candidates (issue 17, bench/frame_candidates.py): ``--ws`` picks uvicorn's
+websocket implementation (``websockets-sansio``, ``websockets``, ``wsproto``, or ``lean``:
+happy-socket's :func:`~happy_socket.websocket.websocket_protocol`); ``--transport fast``
+installs :mod:`happy_socket.transport` (needs ``--ws lean``); ``--server granian`` serves the
+same ASGI app with granian (one worker, asyncio loop).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import argparse
 import itertools
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import socketio
@@ -161,21 +170,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3100)
-    parser.add_argument("--ws", default="auto", help="uvicorn websocket implementation")
+    parser.add_argument("--ws", default="auto", help="uvicorn websocket implementation, or lean")
+    parser.add_argument("--transport", choices=["engineio", "fast"], default="engineio")
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     args = parser.parse_args()
+    if args.transport == "fast":
+        from happy_socket import transport
+
+        transport.install(sio.eio)
     app = socketio.ASGIApp(sio, other_asgi_app=health, socketio_path="v1/updates")
+    if args.server == "granian":
+        serve_granian(args.host, args.port)
+        return
+    ws: Any = args.ws
+    if ws == "lean":
+        from happy_socket.websocket import websocket_protocol
+
+        ws = websocket_protocol()
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level="warning",
         access_log=False,
-        ws=args.ws,
+        ws=ws,
         loop="asyncio",  # as happy-socket serve (asyncio.run), even when uvloop is installed
         ws_per_message_deflate=False,
         lifespan="off",
         backlog=2048,
     )
+
+
+app = socketio.ASGIApp(sio, other_asgi_app=health, socketio_path="v1/updates")
+
+
+def serve_granian(host: str, port: int) -> None:
+    """Serve ``relay:app`` with granian: one worker, asyncio loop, no websocket compression."""
+    from granian import Granian  # type: ignore[import-not-found]
+    from granian.constants import Interfaces, Loops  # type: ignore[import-not-found]
+
+    Granian(
+        "relay:app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.asyncio,
+        log_enabled=False,
+        backlog=2048,
+        working_dir=Path(__file__).resolve().parent,
+    ).serve()
 
 
 if __name__ == "__main__":

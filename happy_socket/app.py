@@ -14,7 +14,7 @@ import socketio
 import sqlalchemy as sa
 from starlette.applications import Starlette
 
-from . import jsonmod
+from . import jsonmod, transport
 from .auth import Tokens, resolve_secret
 from .compat import engineio as engineio_compat
 from .compat import socketio as socketio_compat
@@ -134,6 +134,9 @@ class App:
         sio.eio.create_queue = functools.partial(  # type: ignore[method-assign]
             SendQueue, s.max_queued_bytes, self._send_queue_overflowed
         )
+        # websockets served by happy-socket's uvicorn protocol skip engine.io's task, wait_for
+        # and queue hop per frame (other ASGI servers and polling keep engine.io's loop)
+        transport.install(sio.eio)
         return sio
 
     def _redis_manager(self, s: Settings) -> socketio.AsyncManager:

@@ -8,17 +8,24 @@ fails when they change).
   read its client's PONG, so it is kept alive by hand (see :func:`keep_alive`).
 - ``AsyncSocket.queue`` and ``close(wait, abort)``: the socket whose send queue overflowed is
   found by its queue and closed (:func:`close_socket_of`).
+- ``AsyncServer._async["websocket"]`` (the websocket driver), ``AsyncSocket.receive``,
+  ``connected``/``upgraded``, ``server.reason``: :mod:`happy_socket.transport`'s loop
+  (:func:`install_websocket_driver`); ``AsyncSocket.schedule_ping``/``last_ping``/
+  ``closing``/``closed``: its timer-driven PINGs (:func:`set_ping_schedule`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engineio import packet
+from engineio.exceptions import SocketIsClosedError as SocketIsClosedError
+from engineio.exceptions import UnknownPacketError as UnknownPacketError
 
 from ..errors import ConfigError
 
@@ -86,3 +93,40 @@ def close_socket_of(eio: Any, queue: Any) -> str | None:
 
 
 _closing: set[asyncio.Task[Any]] = set()
+
+
+# -- the websocket driver (happy_socket.transport) ---------------------------------------
+
+
+def asgi_websocket_driver() -> Any:
+    """engine.io's own ASGI websocket driver class (``async_drivers.asgi.WebSocket``)."""
+    from engineio.async_drivers import asgi
+
+    return asgi.WebSocket
+
+
+def install_websocket_driver(eio: Any, driver: Any) -> None:
+    """Make ``eio`` (only this server) open websockets through ``driver``.
+
+    engine.io looks its driver up in ``eio._async['websocket']`` and calls
+    ``driver(socket._websocket_handler, eio)(environ)``; ``_async`` is a module-level dict
+    shared by every server, so this server gets a copy.
+    """
+    table = getattr(eio, "_async", None)
+    if not isinstance(table, dict) or "websocket" not in table:
+        raise ConfigError(
+            "The installed python-engineio has no websocket driver table; "
+            "happy-socket's websocket transport needs python-engineio 4.9 to 4.x."
+        )
+    eio._async = {**table, "websocket": driver}
+
+
+def set_ping_schedule(socket: Any, schedule: Callable[[Any], None]) -> None:
+    """Make engine.io call ``schedule(socket)`` where it calls ``socket.schedule_ping()``
+    (at connect and on every PONG)."""
+    if not callable(getattr(socket, "schedule_ping", None)) or not hasattr(socket, "last_ping"):
+        raise ConfigError(
+            "The installed python-engineio's sockets have no schedule_ping/last_ping; "
+            "happy-socket's websocket transport needs python-engineio 4.9 to 4.x."
+        )
+    socket.schedule_ping = functools.partial(schedule, socket)

@@ -1,0 +1,30 @@
+"""``happy-socket serve`` with :mod:`happy_socket.transport` installed (bench A/B only).
+
+    python bench/serve_fast.py serve --db sqlite:///bench.db --secret ...
+
+Same arguments as ``happy-socket``; the app's engine.io server opens websockets through
+:class:`happy_socket.transport.FastWebSocket` (issue 17's candidate, not yet behind a flag).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import happy_socket.cli_serve as cli_serve
+from happy_socket import transport
+from happy_socket.cli import main
+
+_create_app = vars(cli_serve)["create_app"]
+
+
+def create_app(*args: Any, **kwargs: Any) -> Any:
+    """create_app, then the fast websocket driver on its engine.io server."""
+    app = _create_app(*args, **kwargs)
+    transport.install(app.sio.eio)
+    return app
+
+
+vars(cli_serve)["create_app"] = create_app
+
+if __name__ == "__main__":
+    main()
