@@ -38,7 +38,7 @@ def check(eio: Any) -> None:
     if handler is None or not isinstance(getattr(eio, "sockets", None), dict):
         raise ConfigError(
             "The installed python-engineio has no message handler table or socket table; "
-            "happy-socket's backpressure needs python-engineio 4.9 to 4.x."
+            "happy-socket's backpressure needs python-engineio 4.15.1 to 4.x."
         )
 
 
@@ -116,7 +116,7 @@ def install_websocket_driver(eio: Any, driver: Any) -> None:
     if not isinstance(table, dict) or "websocket" not in table:
         raise ConfigError(
             "The installed python-engineio has no websocket driver table; "
-            "happy-socket's websocket transport needs python-engineio 4.9 to 4.x."
+            "happy-socket's websocket transport needs python-engineio 4.15.1 to 4.x."
         )
     eio._async = {**table, "websocket": driver}
 
@@ -127,6 +127,6 @@ def set_ping_schedule(socket: Any, schedule: Callable[[Any], None]) -> None:
     if not callable(getattr(socket, "schedule_ping", None)) or not hasattr(socket, "last_ping"):
         raise ConfigError(
             "The installed python-engineio's sockets have no schedule_ping/last_ping; "
-            "happy-socket's websocket transport needs python-engineio 4.9 to 4.x."
+            "happy-socket's websocket transport needs python-engineio 4.15.1 to 4.x."
         )
     socket.schedule_ping = functools.partial(schedule, socket)
