@@ -23,6 +23,7 @@ from .dispatch import Dispatcher
 from .embed import EmbeddedASGI
 from .errors import ConfigError
 from .fanout import UserFanoutManager
+from .fanout_link import check_redis
 from .http import Routes, unmatched
 from .metrics import Metrics
 from .plugins import CORE_PLUGINS, HookCalls, make_plugin_manager, plugin_names
@@ -145,7 +146,9 @@ class App:
         missing = socketio_compat.missing_pubsub_interface() + socketio_compat.missing_room_hooks()
         if not missing:
             return UserFanoutManager(
-                s.redis or "", channel=s.redis_channel, mode=s.redis_pubsub,
+                s.redis or "",
+                channel=s.redis_channel,
+                mode=s.redis_pubsub,
                 metrics=self.metrics.registry,
             )
         log.warning(
@@ -216,7 +219,7 @@ class App:
         try:
             report = await upgrade(self.db, self.tables, self.migrations)
             if self.settings.redis:
-                await self._check_redis()
+                await check_redis(self.settings.redis)
                 if isinstance(self.sio.manager, UserFanoutManager):
                     await self.sio.manager.start()
             await self.run_hook("startup", app=self, errors="raise")
@@ -227,19 +230,6 @@ class App:
             raise
         self.started = True
         return report
-
-    async def _check_redis(self) -> None:
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(self.settings.redis or "")
-        try:
-            await client.ping()
-        except Exception as exc:
-            raise ConfigError(
-                f"Cannot connect to Redis at {self.settings.redis}: {_reason(exc)}."
-            ) from exc
-        finally:
-            await client.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in the background until shutdown (then it is cancelled); errors are logged."""

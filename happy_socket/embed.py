@@ -126,7 +126,8 @@ def host_shutdown_handlers(scope: Scope) -> list[Any] | None:
     if (
         fastapi_host
         and isinstance(handlers, list)
-        and lifespan.__name__ == "_DefaultLifespan"  # FastAPI's own, or Starlette's in older FastAPI
+        and lifespan.__name__
+        == "_DefaultLifespan"  # FastAPI's own, or Starlette's in older FastAPI
         and lifespan.__module__.startswith(("fastapi", "starlette"))
     ):
         return handlers

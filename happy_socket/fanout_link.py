@@ -35,6 +35,27 @@ RECONNECT_MAX_S = 10.0
 Published = tuple[str, bytes, "asyncio.Future[int] | None", Any]
 
 
+async def check_redis(url: str) -> None:
+    """Refuse, in one sentence, a Redis that does not answer or runs in cluster mode."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        try:
+            await client.ping()
+            info = await client.info("cluster")
+        except Exception as exc:
+            reason = (str(exc) or type(exc).__name__).strip().splitlines()[0].rstrip(".")
+            raise ConfigError(f"Cannot connect to Redis at {url}: {reason}.") from exc
+        if str(info.get("cluster_enabled", 0)) == "1":
+            raise ConfigError(
+                f"Redis at {url} runs in cluster mode, which happy-socket does not support; "
+                "use a single Redis node (or a Sentinel-managed primary's address)."
+            )
+    finally:
+        await client.aclose()
+
+
 class RedisLink:
     """One process's publisher and subscriber connections to Redis."""
 

@@ -1,10 +1,13 @@
 """RPC across processes over Redis: liveness, registry sync, request forwarding, death detection.
 
 Each process listens on its own channel ``{p}:ch:{pid}`` (requests for its sockets, answers
-to its callers) and on ``{p}:reg`` (a registration appeared: wake calls in their grace
-window). A caller publishes a request to the holder's process and waits for the answer;
-while it waits it checks every 0.2 s that the target process still listens on its channel
-(a killed process's Redis connection closes at once) and that its liveness key exists.
+to its callers) and on ``{p}:reg`` (after a Redis outage a process re-published its
+registrations: wake every waiting call). "A method was registered" goes only to the
+processes where a call of that user waits (:mod:`.notices`).
+
+A caller publishes a request to the holder's process and waits for the answer, checking
+every 0.2 s that the target still listens on its channel (a killed process's Redis
+connection closes at once) and that its liveness key exists.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .notices import RegistrationNotices
 from .registry import Key, LimitReached, LocalRegistry, RedisRegistry
 
 if TYPE_CHECKING:
@@ -64,6 +68,8 @@ class Cluster:
         on_request: RequestHandler,
         on_registered: NotifyHandler,
         slice_size: int = 500,
+        pubsub_mode: str = "auto",
+        notices_counter: Any = None,
     ) -> None:
         import redis.asyncio as aioredis
 
@@ -77,6 +83,7 @@ class Cluster:
         self.registry = RedisRegistry(self.redis, prefix, self.pid, LIVENESS_TTL_MS, slice_size)
         self._on_request = on_request
         self._on_registered = on_registered
+        self.notices = RegistrationNotices(url, prefix, pubsub_mode, on_registered, notices_counter)
         self._pending: dict[str, _Pending] = {}
         self._lock = asyncio.Lock()
         self._dirty = True  # registrations in Redis may differ from the local ones
@@ -97,7 +104,7 @@ class Cluster:
 
     @property
     def notify_channel(self) -> str:
-        """Where new registrations are announced."""
+        """Where a process that re-published its registrations wakes every waiting call."""
         return f"{self.prefix}:reg"
 
     # -- lifecycle -------------------------------------------------------------
@@ -107,6 +114,7 @@ class Cluster:
         self._loops.append(self.app.spawn(self._listen(), name="rpc-listen"))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), 5)
+        await self.notices.start()
         await self._resync()
         self._loops.append(self.app.spawn(self._heartbeat(), name="rpc-heartbeat"))
         self._loops.append(self.app.spawn(self._monitor(), name="rpc-monitor"))
@@ -122,6 +130,7 @@ class Cluster:
         self._loops.clear()
         for pending in list(self._pending.values()):
             _settle(pending.future, DISCONNECTED)
+        await self.notices.stop()
         try:
             await asyncio.wait_for(self.registry.withdraw(), WITHDRAW_S)
         except Exception as exc:
@@ -145,7 +154,7 @@ class Cluster:
                 count = self.local.of_user(user)
                 if not await self.registry.add(user, method, sid, score, count=count, limit=limit):
                     self._dirty = True
-                await self.redis.publish(self.notify_channel, orjson.dumps([user, method]))
+                self.notices.announce(user, method)
             except LimitReached:
                 return False
             except Exception as exc:
@@ -194,6 +203,14 @@ class Cluster:
     async def _announce_all(self) -> None:
         with contextlib.suppress(Exception):  # "[]" wakes every waiting call everywhere
             await self.redis.publish(self.notify_channel, b"[]")
+
+    async def watch(self, user: str) -> bool:
+        """Hear ``user``'s registrations on other processes while a call waits (see notices)."""
+        return await self.notices.watch(user)
+
+    def unwatch(self, user: str) -> None:
+        """A call of ``user`` stopped waiting."""
+        self.notices.unwatch(user)
 
     def _failed(self, what: str, exc: BaseException) -> None:
         if not self._dirty:
@@ -301,7 +318,7 @@ class Cluster:
         except orjson.JSONDecodeError:
             return
         if (channel.decode() if isinstance(channel, bytes) else channel) == self.notify_channel:
-            if isinstance(msg, list) and len(msg) == 2:
+            if isinstance(msg, list) and len(msg) == 2:  # from a process of an older release
                 self._on_registered((str(msg[0]), str(msg[1])))
             elif msg == []:
                 self._on_registered(None)

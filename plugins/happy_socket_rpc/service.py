@@ -107,6 +107,12 @@ class RpcService:
             ["outcome"],
             registry=app.metrics.registry,
         )
+        self.notices_received = Counter(
+            "happy_socket_rpc_notices_received",
+            "'A method was registered' notices heard from other processes (a process hears a "
+            "user's notices only while a call of that user waits for a holder).",
+            registry=app.metrics.registry,
+        )
         self.call_seconds = Histogram(
             "happy_socket_rpc_call_seconds",
             "Time from rpc-call to its ack, by outcome.",
@@ -128,6 +134,8 @@ class RpcService:
                 on_request=self.serve_forwarded,
                 on_registered=self._wake,
                 slice_size=self.cleanup_slice,
+                pubsub_mode=self.app.settings.redis_pubsub,
+                notices_counter=self.notices_received,
             )
             await self.cluster.start()
 
@@ -199,6 +207,15 @@ class RpcService:
         return outcome
 
     async def _route(self, user: str, caller: str, method: str, params: Any) -> Outcome:
+        watch = _Watch(self.cluster, user)
+        try:
+            return await self._attempts(user, caller, method, params, watch)
+        finally:
+            watch.release()
+
+    async def _attempts(
+        self, user: str, caller: str, method: str, params: Any, watch: _Watch
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace
         tried: set[tuple[str | None, str]] = set()
@@ -226,6 +243,8 @@ class RpcService:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or attempts >= MAX_ATTEMPTS:
                     return NOT_AVAILABLE
+                if await watch.start():
+                    continue  # look again: what was announced before the subscription is stored
                 wait = remaining if self.cluster is None else min(remaining, self.recheck)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), wait)
@@ -310,3 +329,30 @@ class RpcService:
             gone.remove_done_callback(on_gone)
             if not answer.done():
                 answer.cancel()
+
+
+class _Watch:
+    """A waiting call's subscription to its user's registration notices (with Redis only)."""
+
+    __slots__ = ("cluster", "state", "user")
+
+    def __init__(self, cluster: Cluster | None, user: str) -> None:
+        self.cluster = cluster
+        self.user = user
+        self.state = "idle" if cluster is not None else "none"
+
+    async def start(self) -> bool:
+        """Subscribe, once; True when the subscription was just confirmed."""
+        if self.state != "idle" or self.cluster is None:
+            return False
+        self.state = "tried"
+        if await self.cluster.watch(self.user):
+            self.state = "watching"
+            return True
+        return False
+
+    def release(self) -> None:
+        """Unsubscribe if this call subscribed."""
+        if self.state == "watching" and self.cluster is not None:
+            self.cluster.unwatch(self.user)
+        self.state = "done"

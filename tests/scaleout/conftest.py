@@ -189,6 +189,15 @@ class Cluster:
                 found[kind] = float(value)
         return found
 
+    async def value(self, index: int, name: str) -> float:
+        """An unlabelled counter of process ``index``'s ``/metrics`` (0 when absent)."""
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(self.processes[index].url + "/metrics", timeout=5)).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split(" ", 1)[1])
+        return 0.0
+
     def logs(self) -> str:
         return "\n".join(f"--- process {p.index} ---\n{p.output()}" for p in self.processes)
 
