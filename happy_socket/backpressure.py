@@ -163,11 +163,15 @@ class Backpressure:
 
     def _unhold(self, work: SocketWork, size: int) -> None:
         work.held -= size
-        left = self._held_by_user.get(work.user, size) - size
+        before = self._held_by_user.get(work.user, size)
+        left = before - size
         if left > 0:
             self._held_by_user[work.user] = left
         else:
             self._held_by_user.pop(work.user, None)
+        if before < self.max_held_bytes_per_user:
+            self._update_pressure(work)  # the user's budget paused nobody: only this socket
+            return
         for other in self._works_of_user.get(work.user, (work,)):
             if other.room is not None or other is work:
                 self._update_pressure(other)

@@ -12,7 +12,14 @@ import click
 
 from .app import App, create_app
 from .cli_serve import GC_THRESHOLDS, KEEP_ALIVE_S, serve
-from .cli_support import PluginCommands, app_options, echo_json, env_name, run_with_app
+from .cli_support import (
+    PluginCommands,
+    app_options,
+    echo_json,
+    run_with_app,
+    split_names,
+    without_option,
+)
 from .errors import ConfigError
 from .plugins import describe
 from .settings import Settings
@@ -40,19 +47,11 @@ cli.add_command(serve)
 
 
 @cli.command()
-@click.option(
-    "--without",
-    "without",
-    envvar=env_name("without"),
-    show_envvar=True,
-    multiple=True,
-    metavar="NAME",
-    help="Show NAME as disabled.",
-)
+@without_option("Show NAME as disabled.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(without: tuple[str, ...], as_json: bool) -> None:
     """List installed plugins: name, version, events, routes, enabled or not."""
-    blocked = tuple(p for w in without for p in w.replace(",", " ").split())
+    blocked = split_names(without)
     app = _assemble(Settings(db="sqlite:///:memory:", without=blocked))
     rows: list[dict[str, Any]] = []
     for info in describe(app.pm, blocked):
@@ -80,18 +79,10 @@ def plugins(without: tuple[str, ...], as_json: bool) -> None:
 
 
 @cli.command()
-@click.option(
-    "--without",
-    "without",
-    envvar=env_name("without"),
-    show_envvar=True,
-    multiple=True,
-    metavar="NAME",
-    help="Leave out an installed plugin.",
-)
+@without_option("Leave out an installed plugin.")
 def events(without: tuple[str, ...]) -> None:
     """List socket events: name, plugin, ack envelope, ordered."""
-    blocked = tuple(p for w in without for p in w.replace(",", " ").split())
+    blocked = split_names(without)
     app = _assemble(Settings(db="sqlite:///:memory:", without=blocked))
     for h in app.registry:
         ordered = " ordered" if h.ordered else ""

@@ -25,6 +25,24 @@ def env_name(name: str) -> str:
     return "HAPPY_SOCKET_" + name.upper()
 
 
+def without_option(help: str) -> Callable[[F], F]:
+    """The ``--without NAME`` option (repeatable, ``HAPPY_SOCKET_WITHOUT``); see :func:`split_names`."""
+    return click.option(
+        "--without",
+        "without",
+        envvar=env_name("without"),
+        show_envvar=True,
+        multiple=True,
+        metavar="NAME",
+        help=help,
+    )
+
+
+def split_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Plugin names from repeated ``--without`` values, each of which may list several."""
+    return tuple(name for value in values for name in value.replace(",", " ").split())
+
+
 def app_options(fn: F) -> F:
     """Add --db, --redis, --secret and --without to a command; it receives ``settings``.
 
@@ -62,15 +80,7 @@ def app_options(fn: F) -> F:
             default=None,
             help="Token signing secret (default: generated once, kept beside the SQLite file).",
         ),
-        click.option(
-            "--without",
-            "without",
-            envvar=env_name("without"),
-            show_envvar=True,
-            multiple=True,
-            metavar="NAME",
-            help="Leave out an installed plugin (repeatable).",
-        ),
+        without_option("Leave out an installed plugin (repeatable)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -78,7 +88,7 @@ def app_options(fn: F) -> F:
     def to_settings(**kwargs: Any) -> Any:
         keys = ("db", "redis", "redis_channel", "secret", "without")
         values = {k: kwargs.pop(k) for k in keys}
-        values["without"] = tuple(p for w in values["without"] for p in w.replace(",", " ").split())
+        values["without"] = split_names(values["without"])
         try:
             kwargs["settings"] = Settings(**values)
         except ConfigError as exc:
@@ -133,7 +143,7 @@ class PluginCommands(click.Group):
 
     def load_plugin_commands(self) -> None:
         """Add the enabled plugins' commands (again when ``HAPPY_SOCKET_WITHOUT`` changed)."""
-        without = tuple(os.environ.get(env_name("without"), "").replace(",", " ").split())
+        without = split_names((os.environ.get(env_name("without"), ""),))
         if self._loaded_for == without:
             return
         for name in self._from_plugins:

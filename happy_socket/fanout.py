@@ -68,7 +68,6 @@ class UserFanoutManager(RoomIndex, AsyncPubSubManager):  # type: ignore[misc]
         self.link = RedisLink(url, mode, on_connected=self._connected, on_published=self._published)
         self._own = self.host_id.encode()
         self._users: dict[str, _User] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.received: dict[str, int] = {}  # kind -> messages received from other processes
         self.published: dict[str, int] = {}  # kind -> messages published
         self._metrics = _Counters(metrics)
@@ -91,10 +90,6 @@ class UserFanoutManager(RoomIndex, AsyncPubSubManager):  # type: ignore[misc]
 
     async def stop(self) -> None:
         """Stop listening and publishing; close the connections."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await self.link.close()
         self.started = False
 
@@ -104,9 +99,7 @@ class UserFanoutManager(RoomIndex, AsyncPubSubManager):  # type: ignore[misc]
             self._spawn(self.start(), "fanout-start")
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.link.spawn(coro, name)
 
     # -- channels -----------------------------------------------------------------------
 

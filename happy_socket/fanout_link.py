@@ -82,6 +82,7 @@ class RedisLink:
         self._confirm: dict[bytes, asyncio.Future[None]] = {}
         self.connected = asyncio.Event()  # the listener's connection is up
         self.dropped = 0  # publishes dropped because Redis did not answer
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> str:
         """Connect the publisher and choose the mode; a line saying which."""
@@ -105,8 +106,18 @@ class RedisLink:
         kind = "sharded (SPUBLISH/SSUBSCRIBE)" if self.sharded else "plain (PUBLISH/SUBSCRIBE)"
         return f"{kind} pub/sub, Redis {self.version}, mode {self.mode}"
 
+    def spawn(self, coro: Any, name: str) -> None:
+        """Run ``coro`` until :meth:`close` (the listener, the publisher, their helpers)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
-        """Close both connections (queued publishes are dropped)."""
+        """Cancel the spawned tasks, then close both connections (queued publishes are dropped)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for conn in (self._pubsub, self._client):
             if conn is not None:
                 with contextlib.suppress(Exception):

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import pluggy
 import pytest
@@ -79,7 +79,7 @@ def redis_test_url() -> str:
     return os.environ.get("HAPPY_SOCKET_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
-def service_missing(what: str, exc: BaseException) -> None:
+def service_missing(what: str, exc: BaseException) -> NoReturn:
     """Fail under CI (the service must be there), skip with a reason otherwise."""
     from .testing import ci
 

@@ -43,7 +43,6 @@ class RegistrationNotices:
         self._watchers: dict[str, int] = {}  # user -> calls waiting on this process
         self._subscribed: set[str] = set()
         self._lock = asyncio.Lock()  # subscribes and unsubscribes reach Redis in order
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     def channel(self, user: str) -> str:
         """The notice channel of ``user``."""
@@ -53,17 +52,13 @@ class RegistrationNotices:
         """Connect, choose the pub/sub mode and start listening."""
         mode = await self.link.start()
         log.info("rpc: registration notices on %s:reg:<user>, %s", self.prefix, mode)
-        self._spawn(self.link.run_publisher(), "rpc-notices-publish")
-        self._spawn(self._listen(), "rpc-notices-listen")
+        self.link.spawn(self.link.run_publisher(), "rpc-notices-publish")
+        self.link.spawn(self._listen(), "rpc-notices-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.link.connected.wait(), 5)
 
     async def stop(self) -> None:
         """Stop listening and publishing."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await self.link.close()
 
     def announce(self, user: str, method: str) -> None:
@@ -100,7 +95,7 @@ class RegistrationNotices:
             return
         self._watchers.pop(user, None)
         if user in self._subscribed:
-            self._spawn(self._drop(user), "rpc-notices-unsubscribe")
+            self.link.spawn(self._drop(user), "rpc-notices-unsubscribe")
 
     async def _drop(self, user: str) -> None:
         async with self._lock:
@@ -133,8 +128,3 @@ class RegistrationNotices:
                 if self.counter is not None:
                     self.counter.inc()
                 self._on_notice((str(notice[0]), str(notice[1])))
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -205,6 +205,15 @@ class Cluster:
 ClusterFactory = Callable[..., Awaitable[Cluster]]
 
 
+async def cluster_in_mode(
+    cluster: ClusterFactory, mode: str, n: int = 3, grace: float = 2.0
+) -> Cluster:
+    """``n`` processes in pub/sub ``mode`` on a channel of their own (nothing another test
+    publishes can reach them)."""
+    channel = f"hs-{mode}-{uuid.uuid4().hex[:8]}"
+    return await cluster(n, grace=grace, extra=("--redis-pubsub", mode, "--redis-channel", channel))
+
+
 def unique_user(name: str = "u") -> str:
     """A user id no other test (or concurrently running suite) uses."""
     return f"{name}-{uuid.uuid4().hex[:10]}"

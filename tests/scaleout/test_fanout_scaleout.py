@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from typing import Any
 
 import httpx
@@ -17,15 +16,9 @@ import pytest
 
 from happy_socket.testing import TestSocket
 
-from .conftest import Cluster, ClusterFactory, unique_user
+from .conftest import Cluster, ClusterFactory, cluster_in_mode, unique_user
 
 MODES = ["sharded", "plain"]
-
-
-async def start(cluster: ClusterFactory, mode: str, n: int = 3) -> Cluster:
-    # a channel of its own: nothing another test (or suite) publishes can reach these processes
-    channel = f"hs-fanout-{uuid.uuid4().hex[:8]}"
-    return await cluster(n, grace=2.0, extra=("--redis-pubsub", mode, "--redis-channel", channel))
 
 
 async def new_session(c: Cluster, index: int, user: str) -> str:
@@ -65,7 +58,7 @@ def total(counts: dict[str, float]) -> float:
 async def test_only_processes_holding_the_user_receive_its_traffic(
     cluster: ClusterFactory, mode: str
 ) -> None:
-    c = await start(cluster, mode)
+    c = await cluster_in_mode(cluster, mode)
     user = unique_user()
     sid = await new_session(c, 0, user)
     sender = await c.client(0, user, client_type="session-scoped", session_id=sid)
@@ -116,7 +109,7 @@ async def test_a_socket_joining_during_a_flood_gets_a_gapless_tail(
 ) -> None:
     """The join races emits in flight: the new socket's messages are one run without gap or
     duplicate, ending with the last message, and include every message sent after it joined."""
-    c = await start(cluster, mode)
+    c = await cluster_in_mode(cluster, mode)
     user = unique_user()
     sid = await new_session(c, 0, user)
     sender = await c.client(0, user, client_type="session-scoped", session_id=sid)
@@ -141,7 +134,7 @@ async def test_a_socket_joining_during_a_flood_gets_a_gapless_tail(
 async def test_sockets_coming_and_going_during_a_flood(cluster: ClusterFactory, mode: str) -> None:
     """Every socket present for the whole flood gets every message once, in seq order, while
     other sockets of the user join and leave on every process (first and last ones included)."""
-    c = await start(cluster, mode)
+    c = await cluster_in_mode(cluster, mode)
     user = unique_user()
     sid = await new_session(c, 0, user)
     sender = await c.client(0, user, client_type="session-scoped", session_id=sid)

@@ -7,20 +7,14 @@ counts the notices it heard (counted, not timed). Both pub/sub modes run.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
-from .conftest import Cluster, ClusterFactory, unique_user
+from .conftest import Cluster, ClusterFactory, cluster_in_mode, unique_user
 from .support import answer_with, register
 
 MODES = ["sharded", "plain"]
 HEARD = "happy_socket_rpc_notices_received_total"
-
-
-async def start(cluster: ClusterFactory, mode: str) -> Cluster:
-    channel = f"hs-notices-{uuid.uuid4().hex[:8]}"  # nothing another test publishes reaches it
-    return await cluster(3, grace=3.0, extra=("--redis-pubsub", mode, "--redis-channel", channel))
 
 
 async def heard(c: Cluster) -> list[float]:
@@ -31,7 +25,7 @@ async def heard(c: Cluster) -> list[float]:
 async def test_registrations_are_heard_only_where_a_call_waits(
     cluster: ClusterFactory, mode: str
 ) -> None:
-    c = await start(cluster, mode)
+    c = await cluster_in_mode(cluster, mode, grace=3.0)
     user = unique_user()
     holder = await c.client(0, user)
     answer_with(holder, "h")
@@ -63,7 +57,7 @@ async def test_many_waiting_calls_each_answered_once_registered(
     cluster: ClusterFactory, mode: str
 ) -> None:
     """Calls of several users wait on B and C; registrations on A wake each, none is lost."""
-    c = await start(cluster, mode)
+    c = await cluster_in_mode(cluster, mode, grace=3.0)
     users = [unique_user() for _ in range(4)]
     holders = [await c.client(0, u) for u in users]
     for i, h in enumerate(holders):
