@@ -107,6 +107,7 @@ class RpcService:
             ["outcome"],
             registry=app.metrics.registry,
         )
+        self._children: dict[str, tuple[Any, Any]] = {}  # outcome -> (calls, call_seconds)
         self.notices_received = Counter(
             "happy_socket_rpc_notices_received",
             "'A method was registered' notices heard from other processes (a process hears a "
@@ -202,8 +203,14 @@ class RpcService:
         started = time.perf_counter()
         outcome = await self._route(user, caller, method, params)
         label = outcome_label(outcome)
-        self.calls.labels(label).inc()
-        self.call_seconds.labels(label).observe(time.perf_counter() - started)
+        children = self._children.get(label)
+        if children is None:  # labelled children cached: ``labels()`` is slow on a hot path
+            children = self._children[label] = (
+                self.calls.labels(label),
+                self.call_seconds.labels(label),
+            )
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
         return outcome
 
     async def _route(self, user: str, caller: str, method: str, params: Any) -> Outcome:

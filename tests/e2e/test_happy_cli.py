@@ -1,0 +1,203 @@
+"""The real happy CLI (npm ``happy`` 1.2.5, tests/e2e/cli) against ``happy-socket serve``.
+
+What a user does after ``happy auth login``: start the daemon, then, from the app, run a shell
+command on the machine and start a coding session there. The account is created the way the
+app creates one (``POST /v1/auth``, an Ed25519-signed challenge); its token and a data
+encryption secret are written to the CLI's ``access.key`` in the format ``happy auth login``
+writes (the login itself is an interactive terminal screen). The test then plays the app: a
+user-scoped socket calls the daemon's RPC methods with parameters encrypted as the app does
+(NaCl secretbox under that secret) and decrypts the answers.
+
+The CLI is installed with ``npm ci`` in tests/e2e/cli on first use (``.ci/run`` installs it
+up front); without node or npm the test skips with a reason, and fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from nacl.secret import SecretBox
+from nacl.signing import SigningKey
+
+from . import serve_process as sp
+from .node import require_happy_cli
+
+
+@pytest.fixture
+def happy_cli() -> Path:
+    return require_happy_cli()
+
+
+class App:
+    """The app's side: an account, its encryption secret, HTTP and a user-scoped socket."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        key = SigningKey.generate()
+        challenge = os.urandom(32)
+        reply = httpx.post(
+            url + "/v1/auth",
+            json={
+                "publicKey": b64(bytes(key.verify_key)),
+                "challenge": b64(challenge),
+                "signature": b64(key.sign(challenge).signature),
+            },
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        self.token: str = reply.json()["token"]
+        self.secret = os.urandom(32)
+        self.box = SecretBox(self.secret)
+
+    def encrypt(self, value: Any) -> str:
+        nonce = os.urandom(SecretBox.NONCE_SIZE)
+        return b64(nonce + self.box.encrypt(json.dumps(value).encode(), nonce).ciphertext)
+
+    def decrypt(self, text: str) -> Any:
+        raw = base64.b64decode(text)
+        return json.loads(
+            self.box.decrypt(raw[SecretBox.NONCE_SIZE :], raw[: SecretBox.NONCE_SIZE])
+        )
+
+    def get(self, path: str) -> Any:
+        reply = httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def cli_environ(home: Path, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HAPPY_", "CLAUDE"))}
+    env.update({"HAPPY_SERVER_URL": url, "HAPPY_HOME_DIR": str(home), "HOME": str(home.parent)})
+    return env
+
+
+def processes_of(home: Path) -> list[int]:
+    """Pids of the processes started with this test's ``HAPPY_HOME_DIR`` (daemon, sessions)."""
+    marker = f"HAPPY_HOME_DIR={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def cleaned_up(home: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for pid in processes_of(home):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def happy(cli: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(cli), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_until(what: str, check: Any, within: float = 20) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {within} s")
+
+
+async def test_daemon_registers_runs_a_command_and_starts_a_session(
+    happy_cli: Path, tmp_path: Path
+) -> None:
+    port = sp.free_port()
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    with sp.serve(["--db", db], tmp_path, port=port) as served:
+        app = App(served.url)
+        home = tmp_path / "user" / ".happy"
+        home.mkdir(parents=True)
+        (home / "access.key").write_text(
+            json.dumps({"secret": b64(app.secret), "token": app.token})
+        )
+        env = cli_environ(home, served.url)
+        with cleaned_up(home):
+            started = happy(happy_cli, env, "daemon", "start")
+            assert started.returncode == 0, started.stdout + started.stderr
+
+            # the daemon registered its machine and keeps a machine-scoped socket open
+            machines = wait_until(
+                "the daemon's machine going online",
+                lambda: [m for m in app.get("/v1/machines") if m["active"]],
+            )
+            machine = machines[0]["id"]
+            sio = socketio.AsyncClient()
+            await sio.connect(
+                served.url,
+                socketio_path="/v1/updates",
+                transports=["websocket"],
+                auth={"token": app.token, "clientType": "user-scoped"},
+            )
+            try:
+                # its RPC methods are registered by the time it says it is ready: call two
+                async def call(method: str, params: Any) -> Any:
+                    for _ in range(50):
+                        reply = await sio.call(
+                            "rpc-call",
+                            {"method": f"{machine}:{method}", "params": app.encrypt(params)},
+                            timeout=30,
+                        )
+                        if reply.get("ok") or reply.get("error") != "RPC method not available":
+                            break
+                        await asyncio.sleep(0.2)
+                    assert reply["ok"] is True, reply
+                    return app.decrypt(reply["result"])
+
+                shell = await call("bash", {"command": "echo from-the-daemon", "cwd": "/"})
+                assert shell["success"] is True and shell["exitCode"] == 0, shell
+                assert shell["stdout"] == "from-the-daemon\n"
+
+                spawned = await call(
+                    "spawn-happy-session", {"directory": str(tmp_path), "agent": "claude"}
+                )
+                assert spawned["type"] == "success", spawned
+                session = spawned["sessionId"]
+
+                # the session process created its session here and keeps it updated
+                def session_row() -> Any:
+                    rows = [s for s in app.get("/v1/sessions")["sessions"] if s["id"] == session]
+                    return rows[0] if rows and rows[0]["agentStateVersion"] >= 1 else None
+
+                row = wait_until("the spawned session's first agent state", session_row)
+                assert row["active"] is True
+                assert app.decrypt(row["metadata"])["path"] == str(tmp_path)
+            finally:
+                await sio.disconnect()
+
+            stopped = happy(happy_cli, env, "daemon", "stop")
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert "Traceback" not in served.output(), served.output()
