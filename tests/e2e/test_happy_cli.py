@@ -195,6 +195,25 @@ async def test_daemon_registers_runs_a_command_and_starts_a_session(
                 row = wait_until("the spawned session's first agent state", session_row)
                 assert row["active"] is True
                 assert app.decrypt(row["metadata"])["path"] == str(tmp_path)
+
+                # a message from the app reaches the session process, which answers (here:
+                # that no agent is logged in on this machine) with messages of its own
+                message = {"role": "user", "content": {"type": "text", "text": "hello"}}
+                ack = await sio.call(
+                    "message",
+                    {"sid": session, "message": app.encrypt(message), "localId": "m1"},
+                    timeout=10,
+                )
+                assert (ack["result"], ack["seq"]) == ("success", 1), ack
+
+                def answers() -> Any:
+                    page = app.get(f"/v3/sessions/{session}/messages")["messages"]
+                    return page if len(page) >= 2 else None
+
+                page = wait_until("the session's answer", answers, within=30)
+                assert [m["seq"] for m in page] == list(range(1, len(page) + 1))
+                assert app.decrypt(page[0]["content"]["c"]) == message
+                assert all(app.decrypt(m["content"]["c"])["role"] != "user" for m in page[1:])
             finally:
                 await sio.disconnect()
 
