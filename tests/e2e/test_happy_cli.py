@@ -1,12 +1,11 @@
 """The real happy CLI (npm ``happy`` 1.2.5, tests/e2e/cli) against ``happy-socket serve``.
 
-What a user does after ``happy auth login``: start the daemon, then, from the app, run a shell
-command on the machine and start a coding session there. The account is created the way the
-app creates one (``POST /v1/auth``, an Ed25519-signed challenge); its token and a data
-encryption secret are written to the CLI's ``access.key`` in the format ``happy auth login``
-writes (the login itself is an interactive terminal screen). The test then plays the app: a
+What a user does: ``happy auth login`` (driven through a pseudo-terminal, the test approving
+the link as the phone app does), then the daemon: from the app, run a shell command on the
+machine, start a coding session there and talk to it. The account is created the way the app
+creates one (``POST /v1/auth``, an Ed25519-signed challenge). The test plays the app: a
 user-scoped socket calls the daemon's RPC methods with parameters encrypted as the app does
-(NaCl secretbox under that secret) and decrypts the answers.
+(NaCl secretbox under the account secret) and decrypts the answers.
 
 The CLI is installed with ``npm ci`` in tests/e2e/cli on first use (``.ci/run`` installs it
 up front); without node or npm the test skips with a reason, and fails under ``CI=true``.
@@ -19,6 +18,9 @@ import base64
 import contextlib
 import json
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import time
@@ -29,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from nacl.public import Box, PrivateKey, PublicKey
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey
 
@@ -220,3 +223,96 @@ async def test_daemon_registers_runs_a_command_and_starts_a_session(
             stopped = happy(happy_cli, env, "daemon", "stop")
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert "Traceback" not in served.output(), served.output()
+
+
+class Terminal:
+    """A command on a pseudo-terminal (``happy auth login`` draws an interactive screen)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+        )
+        os.close(slave)
+        self.seen = b""
+
+    def expect(self, pattern: bytes, within: float = 30) -> re.Match[bytes]:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.seen)
+            if found:
+                return found
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:  # the command exited
+                    break
+        raise AssertionError(f"no {pattern!r} on the terminal; it showed: {self.seen[-2000:]!r}")
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def close(self) -> int:
+        try:
+            return self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            os.close(self.master)
+
+
+def phone_answer(terminal_key: bytes, payload: bytes) -> str:
+    """What the phone app posts to approve a terminal: an ephemeral key, a nonce, a box."""
+    ephemeral = PrivateKey.generate()
+    nonce = os.urandom(Box.NONCE_SIZE)
+    boxed = Box(ephemeral, PublicKey(terminal_key)).encrypt(payload, nonce).ciphertext
+    return b64(bytes(ephemeral.public_key) + nonce + boxed)
+
+
+@pytest.mark.parametrize("variant", ["legacy", "data-key"])
+def test_happy_auth_login_through_the_phone_link(
+    happy_cli: Path, tmp_path: Path, variant: str
+) -> None:
+    port = sp.free_port()
+    with sp.serve(["--db", f"sqlite:///{tmp_path / 'h.db'}"], tmp_path, port=port) as served:
+        app = App(served.url)
+        home = tmp_path / "user" / ".happy"
+        with cleaned_up(home):
+            login = Terminal(
+                [str(happy_cli), "auth", "login"],
+                {**cli_environ(home, served.url), "TERM": "xterm", "COLUMNS": "120"},
+            )
+            try:
+                login.expect(rb"How would you like to authenticate")
+                login.type(b"1")  # the mobile app
+                link = login.expect(rb"happy://terminal\?([A-Za-z0-9_-]+)").group(1)
+                key = base64.urlsafe_b64decode(link + b"=" * (-len(link) % 4))
+                # what the phone shares: the account secret, or (v2) 0x00 + a content key
+                content_key = os.urandom(32)
+                payload = app.secret if variant == "legacy" else b"\0" + content_key
+                approved = httpx.post(
+                    served.url + "/v1/auth/response",
+                    json={"publicKey": b64(key), "response": phone_answer(key, payload)},
+                    headers={"Authorization": f"Bearer {app.token}"},
+                )
+                assert approved.json() == {"success": True}, approved.text
+                login.expect(rb"Authentication successful")
+            finally:
+                code = login.close()
+            assert code == 0, login.seen[-2000:]
+        saved = json.loads((home / "access.key").read_text())
+        assert saved["token"], saved
+        if variant == "legacy":
+            assert base64.b64decode(saved["secret"]) == app.secret
+        else:
+            assert base64.b64decode(saved["encryption"]["publicKey"]) == content_key
+        # the token the CLI got is a token of the approving account
+        mine = httpx.get(
+            served.url + "/v1/account/profile", headers={"Authorization": f"Bearer {app.token}"}
+        )
+        its = httpx.get(
+            served.url + "/v1/account/profile",
+            headers={"Authorization": f"Bearer {saved['token']}"},
+        )
+        assert its.status_code == 200 and its.json()["id"] == mine.json()["id"]
