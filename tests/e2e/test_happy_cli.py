@@ -135,6 +135,52 @@ def wait_until(what: str, check: Any, within: float = 20) -> Any:
     raise AssertionError(f"{what} did not happen within {within} s")
 
 
+def logged_in(app: App, home: Path) -> None:
+    """The credentials ``happy auth login`` writes (legacy format: token + account secret)."""
+    home.mkdir(parents=True)
+    (home / "access.key").write_text(json.dumps({"secret": b64(app.secret), "token": app.token}))
+
+
+def start_daemon(cli: Path, app: App, env: dict[str, str]) -> str:
+    """``happy daemon start``; the id of its machine once the server shows it online."""
+    started = happy(cli, env, "daemon", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    return str(online_machine(app))
+
+
+def online_machine(app: App, within: float = 20) -> str:
+    machines = wait_until(
+        "the daemon's machine going online",
+        lambda: [m for m in app.get("/v1/machines") if m["active"]],
+        within,
+    )
+    return str(machines[0]["id"])
+
+
+async def user_socket(app: App) -> socketio.AsyncClient:
+    sio = socketio.AsyncClient()
+    await sio.connect(
+        app.url,
+        socketio_path="/v1/updates",
+        transports=["websocket"],
+        auth={"token": app.token, "clientType": "user-scoped"},
+    )
+    return sio
+
+
+async def rpc(sio: socketio.AsyncClient, app: App, method: str, params: Any) -> Any:
+    """Call ``method`` (retried while the daemon has not registered it yet); its answer."""
+    for _ in range(100):
+        reply = await sio.call(
+            "rpc-call", {"method": method, "params": app.encrypt(params)}, timeout=30
+        )
+        if reply.get("ok") or reply.get("error") != "RPC method not available":
+            break
+        await asyncio.sleep(0.2)
+    assert reply["ok"] is True, reply
+    return app.decrypt(reply["result"])
+
+
 async def test_daemon_registers_runs_a_command_and_starts_a_session(
     happy_cli: Path, tmp_path: Path
 ) -> None:
@@ -143,49 +189,24 @@ async def test_daemon_registers_runs_a_command_and_starts_a_session(
     with sp.serve(["--db", db], tmp_path, port=port) as served:
         app = App(served.url)
         home = tmp_path / "user" / ".happy"
-        home.mkdir(parents=True)
-        (home / "access.key").write_text(
-            json.dumps({"secret": b64(app.secret), "token": app.token})
-        )
+        logged_in(app, home)
         env = cli_environ(home, served.url)
         with cleaned_up(home):
-            started = happy(happy_cli, env, "daemon", "start")
-            assert started.returncode == 0, started.stdout + started.stderr
-
-            # the daemon registered its machine and keeps a machine-scoped socket open
-            machines = wait_until(
-                "the daemon's machine going online",
-                lambda: [m for m in app.get("/v1/machines") if m["active"]],
-            )
-            machine = machines[0]["id"]
-            sio = socketio.AsyncClient()
-            await sio.connect(
-                served.url,
-                socketio_path="/v1/updates",
-                transports=["websocket"],
-                auth={"token": app.token, "clientType": "user-scoped"},
-            )
+            # the daemon registers its machine and keeps a machine-scoped socket open
+            machine = start_daemon(happy_cli, app, env)
+            sio = await user_socket(app)
             try:
-                # its RPC methods are registered by the time it says it is ready: call two
-                async def call(method: str, params: Any) -> Any:
-                    for _ in range(50):
-                        reply = await sio.call(
-                            "rpc-call",
-                            {"method": f"{machine}:{method}", "params": app.encrypt(params)},
-                            timeout=30,
-                        )
-                        if reply.get("ok") or reply.get("error") != "RPC method not available":
-                            break
-                        await asyncio.sleep(0.2)
-                    assert reply["ok"] is True, reply
-                    return app.decrypt(reply["result"])
-
-                shell = await call("bash", {"command": "echo from-the-daemon", "cwd": "/"})
+                shell = await rpc(
+                    sio, app, f"{machine}:bash", {"command": "echo from-the-daemon", "cwd": "/"}
+                )
                 assert shell["success"] is True and shell["exitCode"] == 0, shell
                 assert shell["stdout"] == "from-the-daemon\n"
 
-                spawned = await call(
-                    "spawn-happy-session", {"directory": str(tmp_path), "agent": "claude"}
+                spawned = await rpc(
+                    sio,
+                    app,
+                    f"{machine}:spawn-happy-session",
+                    {"directory": str(tmp_path), "agent": "claude"},
                 )
                 assert spawned["type"] == "success", spawned
                 session = spawned["sessionId"]
@@ -316,3 +337,34 @@ def test_happy_auth_login_through_the_phone_link(
             headers={"Authorization": f"Bearer {saved['token']}"},
         )
         assert its.status_code == 200 and its.json()["id"] == mine.json()["id"]
+
+
+async def test_daemon_comes_back_after_the_server_restarts(happy_cli: Path, tmp_path: Path) -> None:
+    """SIGTERM (close code 1012 to every socket), a new process on the same port and database:
+    the daemon reconnects by itself, its machine is online again and its methods answer."""
+    port = sp.free_port()
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    home = tmp_path / "user" / ".happy"
+    with cleaned_up(home):
+        with sp.serve(["--db", db], tmp_path, port=port) as first:
+            app = App(first.url)
+            logged_in(app, home)
+            env = cli_environ(home, first.url)
+            machine = start_daemon(happy_cli, app, env)
+            sio = await user_socket(app)
+            shell = await rpc(sio, app, f"{machine}:bash", {"command": "echo one", "cwd": "/"})
+            assert shell["stdout"] == "one\n"
+            await sio.disconnect()
+            assert first.terminate() == 0
+        with sp.serve(["--db", db], tmp_path, port=port) as second:
+            assert online_machine(app, within=60) == machine
+            sio = await user_socket(app)
+            try:
+                shell = await rpc(sio, app, f"{machine}:bash", {"command": "echo two", "cwd": "/"})
+                assert shell["stdout"] == "two\n"
+            finally:
+                await sio.disconnect()
+            stopped = happy(happy_cli, env, "daemon", "stop")
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        for served in (first, second):
+            assert "Traceback" not in served.output(), served.output()
