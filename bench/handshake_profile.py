@@ -6,6 +6,8 @@
     python bench/handshake_profile.py --no-profile --rounds 3   # CPU per connection only
     FAST_PYTHONPATH=/tmp/b:/tmp/b/plugins python bench/handshake_profile.py \
         --target sqlite,sqlite+fast --no-profile --rounds 3    # '+fast' runs another tree
+    python bench/handshake_profile.py --target sqlite,base --base-path /tmp/b:/tmp/b/plugins \
+        --no-profile --rounds 5                                # 'base': serve from another tree
 
 Starts the server on a fresh SQLite file (accounts and tokens through the library API), opens
 N websockets with bench/load.mjs (``connect``: 20 users, 500 handshakes in flight) and reads
@@ -159,6 +161,7 @@ def storm(
     ready: dict[str, Any] = json.loads(proc.stdout.readline() or '{"error": "no output"}')
     time.sleep(0.5)
     used = bench.cpu_seconds(server.proc.pid) - cpu0
+    ready["rssMb"] = bench.rss_mb(server.proc.pid)  # every socket open (and idle)
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
@@ -173,7 +176,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--target", default="sqlite", help="sqlite, sqlite+fast or relay")
+    parser.add_argument("--target", default="sqlite", help="sqlite, sqlite+fast, base or relay")
+    parser.add_argument(
+        "--base-path", default="", help="PYTHONPATH of target 'base' (serve from another tree)"
+    )
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--no-profile", action="store_true")
@@ -206,6 +212,8 @@ def main() -> None:
                 env = dict(os.environ)
                 if target.endswith("+fast") and os.environ.get("FAST_PYTHONPATH"):
                     os.environ["PYTHONPATH"] = os.environ["FAST_PYTHONPATH"]  # A/B of two trees
+                if target == "base":
+                    os.environ["PYTHONPATH"] = args.base_path
                 try:
                     server = bench.Server(target, argv, port, work / f"{target}.log")
                 finally:
@@ -221,7 +229,7 @@ def main() -> None:
                 results.append(r)
                 print(
                     f"r{rnd} {target:12} {r.get('open')}/{args.count} in {r.get('seconds')} s, "
-                    f"{r['serverCpuMsPerConnection']} ms CPU per connection",
+                    f"{r['serverCpuMsPerConnection']} ms CPU per connection, RSS {r['rssMb']} MB",
                     flush=True,
                 )
                 if profile is not None and profile.exists():
@@ -239,9 +247,14 @@ def main() -> None:
                         Path(args.keep).mkdir(parents=True, exist_ok=True)
                         (Path(args.keep) / profile.name).write_text(profile.read_text())
     for target in args.target.split(","):
-        xs = [r["serverCpuMsPerConnection"] for r in results if r["target"] == target]
+        mine = [r for r in results if r["target"] == target]
+        xs = [r["serverCpuMsPerConnection"] for r in mine]
+        secs = [r.get("seconds") or 0 for r in mine]
+        rss = [r["rssMb"] for r in mine]
         print(
-            f"{target}: median {statistics.median(xs)} ms CPU per connection over {len(xs)} rounds {xs}"
+            f"{target}: median {statistics.median(xs)} ms CPU per connection over {len(xs)} "
+            f"rounds {xs}; all open in median {statistics.median(secs)} s; "
+            f"RSS median {statistics.median(rss)} MB"
         )
 
 

@@ -2,8 +2,9 @@
 
     python bench/serve_fast.py serve --db sqlite:///bench.db --secret ...
 
-Same arguments as ``happy-socket``; the app's engine.io server opens websockets through
-:class:`happy_socket.transport.FastWebSocket` (issue 17's candidate, not yet behind a flag).
+Same arguments as ``happy-socket``. The transport is now on in every App, so this is the same
+as ``happy-socket serve`` (installing it twice changes nothing); it is kept so the commands
+recorded in bench/RESULTS.md ("Frame ceiling candidates") still run.
 """
 
 from __future__ import annotations

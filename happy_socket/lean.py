@@ -10,13 +10,15 @@ waiter list on the first wait.
 
 They implement the part of the asyncio API that engine.io and uvicorn use. ``LeanQueue``:
 ``put``, ``put_nowait``, ``get``, ``get_nowait``, ``task_done``, ``join``, ``qsize``,
-``empty``, ``full``; unbounded (``maxsize`` must be 0); raises ``asyncio.QueueEmpty``.
+``empty``, ``full``; unbounded (``maxsize`` must be 0); raises ``asyncio.QueueEmpty``; and
+``watch(callback)``, called on every put (a consumer without a task of its own).
 ``LeanEvent``: ``set``, ``clear``, ``is_set``, ``wait``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
@@ -27,7 +29,7 @@ _COMPACT_AT = 64  # drop consumed slots once this many sit before the head
 class LeanQueue(Generic[T]):
     """Unbounded FIFO queue for one event loop, API-compatible with ``asyncio.Queue``."""
 
-    __slots__ = ("_finished", "_getters", "_head", "_items", "_unfinished")
+    __slots__ = ("_finished", "_getters", "_head", "_items", "_on_put", "_unfinished")
 
     maxsize = 0
 
@@ -39,6 +41,7 @@ class LeanQueue(Generic[T]):
         self._getters: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
         self._finished: asyncio.Event | None = None
+        self._on_put: Callable[[], None] | None = None
 
     def qsize(self) -> int:
         """Number of items in the queue."""
@@ -53,11 +56,18 @@ class LeanQueue(Generic[T]):
         return False
 
     def put_nowait(self, item: T) -> None:
-        """Append ``item`` and wake one waiting getter."""
+        """Append ``item`` and wake one waiting getter (and the :meth:`watch` callback)."""
         self._items.append(item)
         self._unfinished += 1
         if self._getters:
             self._wake_next()
+        if self._on_put is not None:
+            self._on_put()
+
+    def watch(self, on_put: Callable[[], None] | None) -> None:
+        """Call ``on_put()`` after each item put from now on (None: stop): a consumer that
+        needs no task while the queue is empty (:class:`happy_socket.transport.Writer`)."""
+        self._on_put = on_put
 
     async def put(self, item: T) -> None:
         """Append ``item`` (never waits: the queue is unbounded)."""

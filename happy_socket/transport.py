@@ -9,11 +9,16 @@ happy-socket's uvicorn protocol (:func:`happy_socket.websocket.websocket_protoco
 - the reader awaits the protocol's receive queue directly (no task, no ``wait_for``; frames
   already parsed are taken without suspending); a timer per socket enforces engine.io's
   read timeout (ping interval + ping timeout) instead of a ``wait_for`` per frame;
-- the writer waits until the transport is writable (backpressure and the write-stall abort
-  stay the protocol's), then takes everything queued since it last ran and writes those
-  frames with one ``transport.write``; the 101 response and engine.io's OPEN packet go out
-  in one write too;
-- PINGs come from a timer per socket instead of a task per socket and ping cycle.
+- the writer (:class:`Writer`) has no task of its own: the send queue (a
+  :class:`~happy_socket.lean.LeanQueue`) calls it on every put, and once per loop turn it
+  writes everything queued with one ``transport.write``; while the transport takes no data it
+  waits in a task (backpressure and the write-stall abort stay the protocol's), and what is
+  queued meanwhile stays queued and counted; the 101 response and engine.io's OPEN packet go
+  out in one write too;
+- PINGs come from a timer per socket instead of a task per socket and ping cycle;
+- once accepted, the loop runs in a task of its own (the protocol's ``detach``): the ASGI
+  call returns, and the coroutines of uvicorn, the middleware, engine.io and python-socketio
+  that it held for the socket's whole life are freed.
 
 Everything else is engine.io's: ``AsyncSocket.receive`` for each packet (so the dispatcher's
 packet gate, backpressure and binary refusal apply unchanged), its send queue (the byte cap
@@ -62,7 +67,10 @@ class FastWebSocket:
         if proto is None or socket is None or socket.connected:  # another server, or an upgrade
             fallback = engineio_compat.asgi_websocket_driver()(self.handler, self.server)
             return str(await fallback(environ))
-        await accept(socket, proto)
+        accepted = await accept(socket, proto)
+        detach = getattr(proto, "detach", None)
+        if accepted and detach is not None and detach(run_detached, socket, proto):
+            return ""  # the loop runs on; the ASGI call returns and frees its coroutines
         await run(socket, proto)  # not accepted: its receive reports the disconnect at once
         return ""
 
@@ -88,24 +96,18 @@ async def run(socket: Any, proto: Any) -> None:
     socket.connected = True
     socket.upgraded = True
     loop = asyncio.get_running_loop()
-    writer = loop.create_task(write_loop(socket, proto))
-    limit = server.ping_interval + server.ping_timeout
+    queue = socket.queue
+    if callable(getattr(queue, "watch", None)) and callable(getattr(proto, "is_writable", None)):
+        writer: Writer | asyncio.Task[None] = Writer(queue, proto, loop)
+    else:  # a send queue that is not a LeanQueue: a writer task per socket
+        writer = loop.create_task(write_loop(socket, proto))
     max_size = server.max_http_buffer_size
-    waiting_since: list[float | None] = [None]
-
-    def watchdog() -> None:
-        since = waiting_since[0]
-        if since is not None and loop.time() - since >= limit:
-            proto.transport.abort()  # the receive below gets websocket.disconnect
-        else:
-            handle[0] = loop.call_later(limit, watchdog)
-
-    handle = [loop.call_later(limit, watchdog)]
+    timeout = ReadTimeout(loop, server.ping_interval + server.ping_timeout, proto)
     try:
         while True:
-            waiting_since[0] = loop.time()
+            timeout.since = loop.time()
             message = await proto.receive()
-            waiting_since[0] = None
+            timeout.since = None
             if message["type"] != "websocket.receive":
                 break
             data = message.get("text")
@@ -123,11 +125,131 @@ async def run(socket: Any, proto: Any) -> None:
                 break
             except Exception:
                 log.exception("engine.io receive error")
+            message = data = None  # not kept while the next read waits (an idle socket)
     finally:
-        handle[0].cancel()
+        timeout.handle.cancel()
     await socket.queue.put(None)  # the writer ends after what is queued before this
-    await writer
+    await (writer.join() if isinstance(writer, Writer) else writer)
     await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+class ReadTimeout:
+    """engine.io's read timeout (ping interval + ping timeout) for one socket: a timer that
+    looks every ``limit`` seconds whether the reader has waited that long (then aborts the
+    connection: the reader gets ``websocket.disconnect``) instead of a ``wait_for`` per frame."""
+
+    __slots__ = ("handle", "limit", "loop", "proto", "since")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: float, proto: Any) -> None:
+        self.loop = loop
+        self.limit = limit
+        self.proto = proto
+        self.since: float | None = None  # when the reader started waiting (None: busy)
+        self.handle = loop.call_later(limit, self.check)
+
+    def check(self) -> None:
+        since = self.since
+        if since is not None and self.loop.time() - since >= self.limit:
+            self.proto.transport.abort()
+        else:
+            self.handle = self.loop.call_later(self.limit, self.check)
+
+
+async def run_detached(socket: Any, proto: Any) -> None:
+    """:func:`run`, outside the ASGI call (the protocol's ``detach``); then what engine.io
+    does when its websocket handler returns: a closed socket leaves ``server.sockets``."""
+    await run(socket, proto)
+    sockets = socket.server.sockets
+    if socket.closed and sockets.get(socket.sid) is socket:
+        del sockets[socket.sid]
+
+
+def take_queued(queue: Any, frames: list[str | bytes]) -> bool:
+    """Append the encoded packets waiting in ``queue`` to ``frames``; True when the end
+    marker (None) was among them (what follows it stays queued)."""
+    while not queue.empty():
+        pkt = queue.get_nowait()
+        queue.task_done()
+        if pkt is None:
+            return True
+        frames.append(pkt.encode())
+    return False
+
+
+class Writer:
+    """Writes what engine.io queues for a socket: everything queued in one event-loop turn
+    in one ``transport.write``, with no task while nothing waits (the queue's ``watch``
+    schedules :meth:`flush`; an idle socket keeps this object only, instead of a task, its
+    coroutine and a getter future: ~1 KB). A task exists only while the transport takes no
+    data (the protocol's ``wait_writable``: backpressure and the write-stall abort; what is
+    queued meanwhile stays queued and counted) and to send the close frame at the end.
+    """
+
+    __slots__ = ("closed", "done", "loop", "proto", "queue", "scheduled", "stalled")
+
+    def __init__(self, queue: Any, proto: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue = queue
+        self.proto = proto
+        self.loop = loop
+        self.scheduled = False
+        self.stalled: asyncio.Task[None] | None = None  # waiting for the transport
+        self.closed: asyncio.Task[None] | None = None  # ended: sending the close frame
+        self.done: asyncio.Future[None] | None = None  # join() waits on it
+        queue.watch(self.wake)
+        if not queue.empty():
+            self.wake()
+
+    def wake(self) -> None:
+        """Something was queued: flush on the next turn of the loop (once per turn)."""
+        if not self.scheduled and self.stalled is None and self.closed is None:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued, up to engine.io's end mark (``None``), in one write."""
+        self.scheduled = False
+        queue = self.queue
+        if self.closed is not None or self.stalled is not None or queue.empty():
+            return
+        proto = self.proto
+        if not proto.is_writable():
+            self.stalled = self.loop.create_task(self._when_writable())
+            return
+        frames: list[str | bytes] = []
+        try:
+            end = take_queued(queue, frames)
+            end = (bool(frames) and not proto.write_frames(frames)) or end
+        except Exception:  # the writer task used to end on it: close rather than hang
+            log.exception("websocket write error")
+            end = True
+        if end:
+            self.end()
+
+    async def _when_writable(self) -> None:
+        try:
+            await self.proto.wait_writable()  # aborts a peer that takes nothing for too long
+        finally:
+            self.stalled = None
+        self.flush()
+
+    def end(self) -> None:
+        """Stop writing (the end mark, or the connection takes no more) and close."""
+        self.queue.watch(None)
+        self.closed = self.loop.create_task(self._close())
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.proto.send({"type": "websocket.close"})
+
+    async def join(self) -> None:
+        """Wait until the writer has ended and its close frame is sent."""
+        if self.closed is None:
+            self.done = self.loop.create_future()
+            await self.done
+        assert self.closed is not None
+        await self.closed
 
 
 async def write_loop(socket: Any, proto: Any) -> None:
@@ -141,14 +263,7 @@ async def write_loop(socket: Any, proto: Any) -> None:
                 break
             await proto.wait_writable()  # the rest stays queued (and counted) meanwhile
             frames: list[str | bytes] = [pkt.encode()]
-            end = False
-            while not queue.empty():
-                pkt = queue.get_nowait()
-                queue.task_done()
-                if pkt is None:
-                    end = True
-                    break
-                frames.append(pkt.encode())
+            end = take_queued(queue, frames)
             if frames and not proto.write_frames(frames):
                 break
             if end:

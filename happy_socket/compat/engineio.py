@@ -12,6 +12,9 @@ fails when they change).
   ``connected``/``upgraded``, ``server.reason``: :mod:`happy_socket.transport`'s loop
   (:func:`install_websocket_driver`); ``AsyncSocket.schedule_ping``/``last_ping``/
   ``closing``/``closed``: its timer-driven PINGs (:func:`set_ping_schedule`).
+- ``AsyncServer.sockets`` and ``AsyncSocket.sid``/``closed``: a loop detached from the ASGI
+  call (:func:`happy_socket.transport.run_detached`) removes its closed socket from the
+  table, as engine.io's ``_handle_connect`` does when its websocket handler returns.
 """
 
 from __future__ import annotations

@@ -21,6 +21,15 @@ tests/hostile/test_protocol_corners.py fail when they change).
   ``close_sent``, not ``handshake_complete`` or an ``initial_response`` is pending.
   :func:`sansio_protocol` checks them; without them websockets run on uvicorn's ``"auto"``
   protocol and the log says so.
+- The handshake taken over from h11 (:mod:`happy_socket.upgrade`): ``H11Protocol.
+  handle_events`` sets ``self.headers`` (names lowercased) and ``self.scope`` before it calls
+  ``handle_websocket_upgrade(event)``, which the h11 protocol here overrides; the
+  websocket protocol then does what ``WebSocketsSansIOProtocol.handle_connect`` does
+  (``scope``, ``handshake_initiated``, the ``websocket.connect`` message, the ``run_asgi``
+  task in ``tasks`` with ``on_task_complete``) and, on ``websocket.accept``, what its ``send``
+  does (``default_headers``, ``handshake_complete``, ``start_keepalive``).
+  :func:`upgrade_takeover_supported` checks them; without them the request takes uvicorn's
+  path (websockets parses it again) and the log says so.
 - ``Server._captured_signals``: uvicorn 0.29+ re-raises the signals it captured when
   ``capture_signals()`` exits, which kills the process before the app's shutdown hooks run;
   ``happy-socket serve`` clears the list first (:func:`forget_captured_signals`).
@@ -44,6 +53,7 @@ def http_protocol(header_timeout_s: float | None = 10.0) -> Any:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     deadline = header_timeout_s
+    takeover = upgrade_takeover_supported()
 
     class DeadlineH11Protocol(H11Protocol):  # type: ignore[misc]
         """h11 that closes a connection whose first request headers take too long, and
@@ -88,6 +98,18 @@ def http_protocol(header_timeout_s: float | None = 10.0) -> Any:
             if (self.cycle is not None or upgraded) and self._header_deadline is not None:
                 self._header_deadline.cancel()
                 self._header_deadline = None
+
+        def handle_websocket_upgrade(self, event: Any) -> None:
+            """Hand the upgrade to the websocket protocol as parsed here (its ``take_upgrade``)
+            instead of writing the request out for websockets to parse again; uvicorn's
+            path when it declines (see :mod:`happy_socket.upgrade`)."""
+            take = getattr(self.ws_protocol_class, "take_upgrade", None) if takeover else None
+            protocol = take(self, event) if take is not None else None
+            if protocol is None:
+                super().handle_websocket_upgrade(event)
+                return
+            self.connections.discard(self)
+            self.transport.set_protocol(protocol)
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._header_deadline is not None:
@@ -156,6 +178,104 @@ def sansio_protocol() -> Any:
         )
         return None
     return WebSocketsSansIOProtocol
+
+
+#: what the handshake takeover (:mod:`happy_socket.upgrade`) uses: method -> strings its
+#: source must contain (``module:Class.method``)
+TAKEOVER_SOURCES = {
+    "uvicorn.protocols.http.h11_impl:H11Protocol.handle_events": (
+        "self.headers = ",
+        "self.scope = ",
+        "self.handle_websocket_upgrade(event)",
+    ),
+    "uvicorn.protocols.http.h11_impl:H11Protocol.handle_websocket_upgrade": (
+        "self.connections.discard(self)",
+        "self.ws_protocol_class(",
+        "self.transport.set_protocol(protocol)",
+    ),
+    "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol.handle_connect": (
+        "self.scope",
+        "self.handshake_initiated = True",
+        '{"type": "websocket.connect"}',
+        "self.run_asgi()",
+        "self.on_task_complete",
+        "self.tasks.add(task)",
+    ),
+    "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol.send": (
+        "self.default_headers",
+        "self.handshake_complete = True",
+        "self.start_keepalive()",
+        "self.response.headers",
+    ),
+}
+
+
+def upgrade_takeover_supported() -> bool:
+    """True when uvicorn has what the handshake takeover relies on (TAKEOVER_SOURCES);
+    else False, logged once: upgrade requests then take uvicorn's path."""
+    global _takeover
+    if _takeover is None:
+        import importlib
+
+        missing = []
+        for where, needles in TAKEOVER_SOURCES.items():
+            module, _, qualname = where.partition(":")
+            owner, _, method = qualname.partition(".")
+            try:
+                source = inspect.getsource(
+                    getattr(getattr(importlib.import_module(module), owner), method)
+                )
+            except (AttributeError, ImportError, OSError, TypeError):
+                source = ""
+            missing += [f"{n!r} (in {qualname})" for n in needles if n not in source]
+        _takeover = not missing
+        if missing:
+            import uvicorn
+
+            logging.getLogger("happy_socket.websocket").warning(
+                "uvicorn %s lacks %s: websocket handshakes take uvicorn's path (parsed twice)",
+                uvicorn.__version__,
+                ", ".join(missing),
+            )
+    return _takeover
+
+
+_takeover: bool | None = None
+
+#: ``WebSocketsSansIOProtocol.run_asgi`` as :mod:`happy_socket.websocket` mirrors it (its
+#: ``detach``: the connection stays open when the app returns)
+RUN_ASGI_SOURCE = (
+    "result = await self.app(self.scope, self.receive, self.send)",
+    "except ClientDisconnected:",
+    "except BaseException:",
+    'self.logger.exception("Exception in ASGI application\\n")',
+    "self.send_500_response()",
+    "if not self.handshake_complete:",
+    "elif result is not None:",
+    "if self.close_timer is None:",
+    "self.transport.close()",
+)
+
+
+def detach_supported() -> bool:
+    """True when ``WebSocketsSansIOProtocol.run_asgi`` is the one happy_socket.websocket
+    mirrors (RUN_ASGI_SOURCE) and ``on_task_complete`` exists; else False, logged: the
+    websocket loop then runs inside the ASGI call, as before."""
+    sansio = sansio_protocol()
+    try:
+        source = inspect.getsource(sansio.run_asgi) if sansio is not None else ""
+    except (AttributeError, OSError, TypeError):
+        source = ""
+    missing = [n for n in RUN_ASGI_SOURCE if n not in source]
+    if sansio is not None and not callable(getattr(sansio, "on_task_complete", None)):
+        missing.append("on_task_complete()")
+    if missing:
+        logging.getLogger("happy_socket.websocket").warning(
+            "uvicorn's WebSocketsSansIOProtocol.run_asgi lacks %s: websocket loops run inside "
+            "the ASGI call (~4 KB more per open socket)",
+            ", ".join(missing),
+        )
+    return not missing
 
 
 def _websocket_fallback(why: str) -> None:

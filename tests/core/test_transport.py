@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import websockets
+from engineio import packet as engineio_packet
 from engineio.async_drivers import asgi as engineio_asgi
 
 from happy_socket import transport
@@ -81,15 +83,31 @@ async def test_polling_upgrades_take_engineios_own_loop(fast: Any, runs: list[An
     assert runs == []
 
 
+@contextlib.asynccontextmanager
+async def slow_reader(server: ServerHarness, user: str) -> AsyncIterator[tuple[Any, str]]:
+    """A raw websocket of ``user`` that reads one frame at a time when told to; its sid."""
+    token = await server.token(user)
+    url = f"ws://127.0.0.1:{server.port}/v1/updates/?EIO=4&transport=websocket"
+    async with websockets.connect(url, max_queue=1, compression=None, ping_interval=None) as ws:
+        assert str(await ws.recv()).startswith("0{")
+        await ws.send("40" + json.dumps({"token": token}))
+        yield ws, json.loads(str(await ws.recv())[2:])["sid"]
+
+
+async def numbers_read(ws: Any, count: int) -> list[int]:
+    """The ``n`` of the next ``count`` events read from raw websocket ``ws``."""
+    seen = []
+    while len(seen) < count:
+        frame = str(await asyncio.wait_for(ws.recv(), 10))
+        if frame.startswith("42"):
+            seen.append(json.loads(frame[2:])[1]["n"])
+    return seen
+
+
 async def test_a_socket_that_stops_reading_pauses_only_itself(fast: Any, runs: list[Any]) -> None:
     """20 MB to a socket that does not read: the others are served, nothing is lost."""
     server = await fast(max_queued_bytes=64 * 1024 * 1024)
-    token = await server.token("alice")
-    url = f"ws://127.0.0.1:{server.port}/v1/updates/?EIO=4&transport=websocket"
-    async with websockets.connect(url, max_queue=1, compression=None, ping_interval=None) as slow:
-        assert str(await slow.recv()).startswith("0{")
-        await slow.send("40" + json.dumps({"token": token}))
-        sid = json.loads(str(await slow.recv())[2:])["sid"]
+    async with slow_reader(server, "alice") as (slow, sid):
         body = "x" * 65_536
         emits = asyncio.gather(
             *(
@@ -100,12 +118,7 @@ async def test_a_socket_that_stops_reading_pauses_only_itself(fast: Any, runs: l
         other = await server.client("bob")
         assert await other.call("ping", {}) == {}  # served while alice's socket is stalled
         await emits
-        seen = []
-        while len(seen) < 300:
-            frame = str(await asyncio.wait_for(slow.recv(), 10))
-            if frame.startswith("42"):
-                seen.append(json.loads(frame[2:])[1]["n"])
-        assert seen == list(range(300))
+        assert await numbers_read(slow, 300) == list(range(300))
     assert len(runs) == 2
 
 
@@ -230,3 +243,75 @@ async def test_reading_pauses_only_when_the_app_is_behind(
     for _ in range(100):
         assert await sock.call("ping", {}) == {}
     assert pauses < 10  # one frame at a time: never behind
+
+
+def _writer_tasks() -> list[str]:
+    names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
+    return [n for n in names if n in ("write_loop", "Writer._when_writable")]
+
+
+async def test_the_writer_has_a_task_only_while_the_transport_is_full(
+    fast: Any, runs: list[Any]
+) -> None:
+    """An idle socket keeps no writer task (the send queue wakes the writer); a socket whose
+    peer stops reading waits in one task, and gets everything in order once it reads."""
+    server = await fast(max_queued_bytes=64 * 1024 * 1024)
+    idle = await server.client("bob")
+    assert await idle.call("ping", {}) == {}
+    assert _writer_tasks() == []
+    async with slow_reader(server, "alice") as (slow, sid):
+        body = "x" * 65_536
+        for i in range(300):
+            await server.app.router.emit_to_sid(sid, "ephemeral", {"n": i, "body": body})
+        for _ in range(200):
+            if _writer_tasks():
+                break
+            await asyncio.sleep(0.01)
+        assert _writer_tasks() == ["Writer._when_writable"]
+        queue = runs[-1].queue  # alice's (bob's socket was served first)
+        assert queue.qsize() > 0  # waiting, still queued and counted
+        assert await numbers_read(slow, 300) == list(range(300))
+        assert _writer_tasks() == []
+        assert await idle.call("ping", {}) == {}
+    assert len(runs) == 2
+
+
+async def test_the_writer_ends_at_the_end_mark_and_closes(fast: Any, runs: list[Any]) -> None:
+    """engine.io's end mark (``None``) ends the writer after what was queued before it, and
+    the websocket closes; nothing queued after it is written."""
+    server = await fast()
+    sock = await server.client("alice")
+    (socket,) = runs
+    socket.queue.put_nowait(
+        engineio_packet.Packet(engineio_packet.MESSAGE, data='2["ephemeral",{"n":1}]')
+    )
+    socket.queue.put_nowait(None)
+    socket.queue.put_nowait(
+        engineio_packet.Packet(engineio_packet.MESSAGE, data='2["ephemeral",{"n":2}]')
+    )
+    assert (await sock.next("ephemeral"))["n"] == 1
+    for _ in range(200):
+        if not server.app.connections():
+            break
+        await asyncio.sleep(0.01)
+    assert server.app.connections() == []
+    assert await sock.nothing("ephemeral")
+    assert _writer_tasks() == []
+
+
+async def test_a_send_queue_without_watch_keeps_a_writer_task(fast: Any, runs: list[Any]) -> None:
+    """A send queue that cannot call the writer (engine.io's own ``asyncio.Queue``): the
+    writer task per socket, as before, and the socket works the same."""
+    server = await fast()
+    server.app.sio.eio.create_queue = lambda *args, **kwargs: asyncio.Queue()
+    sock = await server.client("alice")
+    assert isinstance(runs[0].queue, asyncio.Queue)
+    answers = await asyncio.gather(*(sock.call("ping", {}) for _ in range(50)))
+    assert answers == [{}] * 50
+    assert _writer_tasks() == ["write_loop"]
+    await sock.disconnect()
+    for _ in range(200):
+        if not _writer_tasks():
+            break
+        await asyncio.sleep(0.01)
+    assert _writer_tasks() == []
