@@ -176,6 +176,23 @@ async def rpc(sio: socketio.AsyncClient, app: App, method: str, params: Any) -> 
     return app.decrypt(reply["result"])
 
 
+async def daemon_in_use(cli: Path, daemon: App, user: App, directory: Path) -> None:
+    """The whole daemon story: credentials for ``daemon`` (the server the CLI talks to), the
+    daemon started, :func:`use_the_machine` from ``user`` (maybe another server), stopped."""
+    home = directory / "user" / ".happy"
+    logged_in(daemon, home)
+    env = cli_environ(home, daemon.url)
+    with cleaned_up(home):
+        machine = start_daemon(cli, user, env)  # online as ``user``'s server sees it
+        sio = await user_socket(user)
+        try:
+            await use_the_machine(sio, user, machine, directory)
+        finally:
+            await sio.disconnect()
+        stopped = happy(cli, env, "daemon", "stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
 async def use_the_machine(
     sio: socketio.AsyncClient, app: App, machine: str, directory: Path
 ) -> None:

@@ -28,13 +28,13 @@ from .happy_cli import (
     b64,
     cleaned_up,
     cli_environ,
+    daemon_in_use,
     happy,
     logged_in,
     online_machine,
     phone_answer,
     rpc,
     start_daemon,
-    use_the_machine,
     user_socket,
 )
 from .node import require_happy_cli
@@ -52,20 +52,7 @@ async def test_daemon_registers_runs_a_command_and_starts_a_session(
     db = f"sqlite:///{tmp_path / 'h.db'}"
     with sp.serve(["--db", db], tmp_path, port=port) as served:
         app = App(served.url)
-        home = tmp_path / "user" / ".happy"
-        logged_in(app, home)
-        env = cli_environ(home, served.url)
-        with cleaned_up(home):
-            # the daemon registers its machine and keeps a machine-scoped socket open
-            machine = start_daemon(happy_cli, app, env)
-            sio = await user_socket(app)
-            try:
-                await use_the_machine(sio, app, machine, tmp_path)
-            finally:
-                await sio.disconnect()
-
-            stopped = happy(happy_cli, env, "daemon", "stop")
-            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        await daemon_in_use(happy_cli, app, app, tmp_path)
         assert "Traceback" not in served.output(), served.output()
 
 
