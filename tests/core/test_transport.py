@@ -88,7 +88,12 @@ async def slow_reader(server: ServerHarness, user: str) -> AsyncIterator[tuple[A
     """A raw websocket of ``user`` that reads one frame at a time when told to; its sid."""
     token = await server.token(user)
     url = f"ws://127.0.0.1:{server.port}/v1/updates/?EIO=4&transport=websocket"
-    async with websockets.connect(url, max_queue=1, compression=None, ping_interval=None) as ws:
+    # a short close_timeout: closing a socket that stopped reading waits for a close frame
+    # its own full buffers hold back (10 s by default); the tests close it to clean up
+    connect = websockets.connect(
+        url, max_queue=1, compression=None, ping_interval=None, close_timeout=0.5
+    )
+    async with connect as ws:
         assert str(await ws.recv()).startswith("0{")
         await ws.send("40" + json.dumps({"token": token}))
         yield ws, json.loads(str(await ws.recv())[2:])["sid"]
@@ -126,7 +131,7 @@ async def test_the_send_queue_cap_holds(fast: Any, runs: list[Any]) -> None:
     server = await fast(max_queued_bytes=1_000_000, write_stall_s=300)
     token = await server.token("alice")
     url = f"ws://127.0.0.1:{server.port}/v1/updates/?EIO=4&transport=websocket"
-    stalled = await websockets.connect(url, max_size=None, max_queue=1)
+    stalled = await websockets.connect(url, max_size=None, max_queue=1, close_timeout=0.5)
     assert str(await stalled.recv()).startswith("0")
     await stalled.send("40" + json.dumps({"token": token}))
     sid = json.loads(str(await stalled.recv())[2:])["sid"]

@@ -23,7 +23,9 @@ BIG = "m" * 100_000
 async def never_reads(server: ServerHarness, user: str) -> Any:
     """A websocket of ``user`` that completes the handshake and then reads nothing more."""
     url = server.url.replace("http://", "ws://") + "/v1/updates/?EIO=4&transport=websocket"
-    ws = await websockets.connect(url, max_size=None, max_queue=1)
+    # close_timeout: closing a socket that stopped reading waits for a close frame that its
+    # own full buffers hold back (10 s each by default); the tests only close to clean up
+    ws = await websockets.connect(url, max_size=None, max_queue=1, close_timeout=0.5)
     assert str(await ws.recv()).startswith("0")
     await ws.send("40" + json.dumps({"token": await server.token(user)}))
     assert str(await ws.recv()).startswith("40")
