@@ -21,7 +21,7 @@ from .compat import socketio as socketio_compat
 from .context import Clock, Connection, now_ms
 from .dispatch import Dispatcher
 from .embed import EmbeddedASGI
-from .errors import ConfigError
+from .errors import ConfigError, reason_of
 from .fanout import UserFanoutManager
 from .fanout_link import check_redis
 from .http import Routes, unmatched
@@ -214,7 +214,7 @@ class App:
             await self.db.connect()
         except Exception as exc:
             raise ConfigError(
-                f"Cannot connect to the database {self.settings.db}: {_reason(exc)}."
+                f"Cannot connect to the database {self.settings.db}: {reason_of(exc)}."
             ) from exc
         try:
             report = await upgrade(self.db, self.tables, self.migrations)
@@ -367,14 +367,6 @@ class App:
         """A plugin's public service: by class or runtime-checkable Protocol (type-checked;
         LookupError when no enabled plugin publishes one), or by name (None when missing)."""
         return self.services.find(key)
-
-
-def _reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
-    if isinstance(orig, BaseException):
-        exc = orig
-    text = (str(exc) or type(exc).__name__).strip()
-    return text.splitlines()[0].strip().rstrip(".")
 
 
 def create_app(

@@ -143,6 +143,16 @@ class ConfigError(Exception):
     """Start-up cannot continue; the message is one sentence meant for the operator."""
 
 
+def reason_of(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, for a one-sentence configuration error (the
+    driver's own error when SQLAlchemy wraps it)."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):
+        exc = orig
+    text = (str(exc) or type(exc).__name__).strip()
+    return text.splitlines()[0].strip().rstrip(".")
+
+
 class HTTPError(HandlerError):
     """An error with an explicit HTTP status: ``status`` with the body ``{"error": message, **fields}``.
 

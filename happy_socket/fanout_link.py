@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, reason_of
 
 log = logging.getLogger("happy_socket.fanout")
 
@@ -45,8 +45,7 @@ async def check_redis(url: str) -> None:
             await client.ping()
             info = await client.info("cluster")
         except Exception as exc:
-            reason = (str(exc) or type(exc).__name__).strip().splitlines()[0].rstrip(".")
-            raise ConfigError(f"Cannot connect to Redis at {url}: {reason}.") from exc
+            raise ConfigError(f"Cannot connect to Redis at {url}: {reason_of(exc)}.") from exc
         if str(info.get("cluster_enabled", 0)) == "1":
             raise ConfigError(
                 f"Redis at {url} runs in cluster mode, which happy-socket does not support; "
